@@ -1,0 +1,49 @@
+//! The transports: gRPC (tonic) and REST (axum), twins over the same engine. This is the
+//! only layer that knows wire formats; each maps `ApiError` to its status codes once.
+
+pub mod auth;
+pub mod grpc;
+pub mod rest;
+pub mod server;
+
+use std::sync::Arc;
+
+use crate::engine::Engine;
+
+/// Size limits enforced at the edge (framework defaults are replaced by these).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON body (REST) or unary message (gRPC).
+    pub max_json_bytes: usize,
+    /// Largest upload (Parquet body, or a whole gRPC upsert stream).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_json_bytes: 8 << 20,
+            max_upload_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What both transports share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<auth::Authenticator>,
+    pub limits: Limits,
+}
+
+/// Page size for list endpoints: default 100, at most 1000.
+pub fn page_limit(requested: Option<i64>) -> crate::model::ApiResult<usize> {
+    match requested {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(crate::model::ApiError::invalid_parameter(
+            "limit",
+            format!("must be between 1 and 1000, got {n}"),
+        )),
+    }
+}

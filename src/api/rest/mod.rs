@@ -1,0 +1,190 @@
+//! REST (axum): the public `POST /v1/clusters/execute` and the collection endpoints of
+//! the operator contract. Bodies are read under our own limits and parsed by serde with
+//! the failing field named; every error, including unknown routes and methods, is the
+//! JSON error body of DESIGN §1.
+
+mod clusters;
+mod collections;
+mod dto;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::model::{ApiError, ApiResult, Caller, ErrorCode};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/clusters/execute", post(clusters::execute))
+        .route("/v1/collections", get(collections::list))
+        .route(
+            "/v1/collections/{collection_id}",
+            delete(collections::delete),
+        )
+        .route(
+            "/v1/collections/{collection_id}/documents",
+            post(collections::upload),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // We read bodies ourselves under our limits (`read_body`).
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn not_found() -> Response {
+    RestError(ApiError::not_found(None, "no such endpoint")).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = RestError(ApiError::new(
+        ErrorCode::InvalidRequest,
+        None,
+        "method not allowed on this endpoint",
+    ))
+    .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidParameter => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        // nginx's "client closed request": there is no standard code for it.
+        ErrorCode::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"error": {"code", "message", "field"}}`, shared with gRPC status details.
+pub fn error_body(e: &ApiError) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "code": e.code.as_str(),
+            "message": e.message,
+            "field": e.field,
+        }
+    })
+}
+
+pub struct RestError(pub ApiError);
+
+impl From<ApiError> for RestError {
+    fn from(e: ApiError) -> Self {
+        RestError(e)
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let mut r = (http_status(self.0.code), axum::Json(error_body(&self.0))).into_response();
+        if let Some(s) = self.0.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert("retry-after", v);
+        }
+        r
+    }
+}
+
+pub type RestResult<T> = Result<T, RestError>;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    state.auth.authenticate(
+        header(headers, "authorization"),
+        header(headers, "x-namespace"),
+    )
+}
+
+/// Read a whole body, refusing more than `limit` bytes with our 413.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<bytes::Bytes> {
+    let too_large = || {
+        ApiError::payload_too_large(None, format!("the request body exceeds {limit} bytes"))
+    };
+    if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if over {
+            too_large()
+        } else {
+            ApiError::invalid_request("body", format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Parse JSON, naming the failing field (`config.algorithm_params`, `sample_size`, ...).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    None,
+                    format!("the body is not valid JSON: {message}"),
+                )
+            }
+            _ => {
+                let field = named_field(&message)
+                    .map(|f| {
+                        if path == "." || path.is_empty() {
+                            f.to_owned()
+                        } else if path.ends_with(f) {
+                            path.clone()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    })
+                    .unwrap_or(path);
+                // serde's "at line 1 column 9" is noise once the field is named.
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned();
+                ApiError::invalid_request(&field, message)
+            }
+        }
+    })
+}
+
+/// The field a serde message is about ("missing field `x`", "unknown field `x`").
+fn named_field(message: &str) -> Option<&str> {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            return rest.split('`').next();
+        }
+    }
+    None
+}

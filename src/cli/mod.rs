@@ -1,0 +1,195 @@
+//! Command line: flags of the operator contract, each also `CLUSTERD_<FLAG>`.
+
+mod example_data;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use clusterd::api::auth::Authenticator;
+use clusterd::api::server::{Listeners, serve};
+use clusterd::api::{AppState, Limits};
+use clusterd::engine::{Engine, EngineConfig};
+use clusterd::gpu::DevicePreference;
+use clusterd::store::Store;
+
+#[derive(Parser)]
+#[command(name = "clusterd", version, about = "Clustering service: gRPC + REST over Parquet collections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Write an example collection (Parquet) for the quickstart and tests.
+    ExampleData(example_data::ExampleArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Object store: a directory (default ./data), file:///path, or s3://bucket/prefix.
+    #[arg(long, env = "CLUSTERD_STORE", default_value = "./data")]
+    store: String,
+    #[arg(long, env = "CLUSTERD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: String,
+    #[arg(long, env = "CLUSTERD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: String,
+    /// TOML key file; without it the server runs in single-user development mode.
+    #[arg(long, env = "CLUSTERD_API_KEYS")]
+    api_keys: Option<PathBuf>,
+    /// auto | gpu | cpu.
+    #[arg(long, env = "CLUSTERD_DEVICE", default_value = "auto")]
+    device: DevicePreference,
+    #[arg(long, env = "CLUSTERD_MAX_JSON_BYTES", default_value_t = 8 << 20)]
+    max_json_bytes: usize,
+    #[arg(long, env = "CLUSTERD_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    max_upload_bytes: usize,
+    /// Most members returned inline with include_members.
+    #[arg(long, env = "CLUSTERD_MAX_MEMBERS", default_value_t = 100_000)]
+    max_members: usize,
+    /// Runs computing at once.
+    #[arg(long, env = "CLUSTERD_MAX_CONCURRENT_RUNS", default_value_t = 2)]
+    max_concurrent_runs: usize,
+    /// Runs waiting for a slot before new ones get rate_limited.
+    #[arg(long, env = "CLUSTERD_MAX_QUEUED_RUNS", default_value_t = 32)]
+    max_queued_runs: usize,
+    /// Allow development mode (no keys) on a non-loopback address.
+    #[arg(long, env = "CLUSTERD_INSECURE_DEV_MODE")]
+    insecure_dev_mode: bool,
+    #[arg(long, env = "CLUSTERD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+pub fn run() -> Result<(), String> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve_command(args),
+        Command::ExampleData(args) => example_data::write(&args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| addr.starts_with("localhost:"))
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.log_format);
+    let auth = match &args.api_keys {
+        Some(path) => Authenticator::from_file(path).map_err(|e| e.to_string())?,
+        None => {
+            let exposed = [&args.grpc_addr, &args.http_addr]
+                .into_iter()
+                .find(|a| !is_loopback(a));
+            if let Some(addr) = exposed
+                && !args.insecure_dev_mode
+            {
+                return Err(format!(
+                    "refusing development mode (no --api-keys) on non-loopback address {addr}; \
+                     give --api-keys FILE, or --insecure-dev-mode if you really mean it"
+                ));
+            }
+            tracing::warn!(
+                "no --api-keys: development mode (org \"default\", any namespace, any bearer token)"
+            );
+            Authenticator::Development
+        }
+    };
+    let store = Store::open(&args.store).map_err(|e| e.to_string())?;
+    tracing::info!(store = %store.describe(), "object store");
+    let engine = Engine::new(
+        store,
+        EngineConfig {
+            max_concurrent_runs: args.max_concurrent_runs,
+            max_queued_runs: args.max_queued_runs,
+            max_members: args.max_members,
+            device: args.device,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let device = engine.device_info();
+    tracing::info!(device = device.kind, name = %device.name, backend = %device.backend, "compute device");
+    let state = AppState {
+        engine: Arc::new(engine),
+        auth: Arc::new(auth),
+        limits: Limits {
+            max_json_bytes: args.max_json_bytes,
+            max_upload_bytes: args.max_upload_bytes,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&args.grpc_addr, &args.http_addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let grpc = listeners.grpc_addr().map_err(|e| e.to_string())?;
+        let http = listeners.http_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%grpc, %http, "listening");
+        // One machine-readable line on stdout, so that scripts and tests can start the
+        // server on port 0 and learn where it listens.
+        println!(
+            "{}",
+            serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "http": http.to_string()})
+        );
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            trigger.cancel();
+        });
+        serve(state, listeners, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,86 @@
+//! Bounded concurrency: a fixed number of runs compute at once, a bounded number wait,
+//! and the rest are refused with `rate_limited` instead of piling up in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{ApiError, ApiResult};
+
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+}
+
+/// Held while a run computes; dropping it frees the slot.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+struct WaitGuard(Arc<AtomicUsize>);
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Admission {
+    pub fn new(slots: usize, max_waiting: usize) -> Self {
+        Admission {
+            slots: Arc::new(Semaphore::new(slots)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
+        }
+    }
+
+    pub async fn enter(&self, cancel: &CancellationToken) -> ApiResult<Slot> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot { _permit: permit });
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::rate_limited(
+                5,
+                "the run queue is full; retry later",
+            ));
+        }
+        let _waiting = WaitGuard(self.waiting.clone());
+        tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit
+                .map(|p| Slot { _permit: p })
+                .map_err(ApiError::internal),
+            _ = cancel.cancelled() => Err(ApiError::cancelled("the run was cancelled while queued")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ErrorCode;
+
+    #[tokio::test]
+    async fn refuses_when_slots_and_queue_are_full() {
+        let a = Admission::new(1, 0);
+        let token = CancellationToken::new();
+        let _held = a.enter(&token).await.unwrap();
+        let e = a.enter(&token).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.retry_after_s, Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_queued_run_stops_waiting_when_cancelled() {
+        let a = Admission::new(1, 4);
+        let token = CancellationToken::new();
+        let _held = a.enter(&token).await.unwrap();
+        let waiter = CancellationToken::new();
+        waiter.cancel();
+        let e = a.enter(&waiter).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Cancelled);
+    }
+}

@@ -1,0 +1,10 @@
+//! clusterd: a clustering service. `api/` speaks gRPC and REST, `engine/` runs the
+//! pipeline over domain types from `model/`, `store/` holds collections and results,
+//! `algorithms/` and `metrics/` do the numeric work, `gpu/` owns the device.
+
+pub mod algorithms;
+pub mod api;
+pub mod engine;
+pub mod gpu;
+pub mod model;
+pub mod store;

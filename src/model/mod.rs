@@ -1,0 +1,21 @@
+//! The validated domain model: what a request means once a transport has parsed it, what
+//! a run returns, and the one error type. Nothing here knows about HTTP, gRPC or JSON
+//! wire shapes.
+
+pub mod context;
+pub mod document;
+pub mod error;
+pub mod matrix;
+pub mod names;
+pub mod params;
+pub mod request;
+pub mod response;
+
+pub use context::{Cancelled, DeviceKind, ProgressEvent, RunContext};
+pub use error::{ApiError, ApiResult, ErrorCode};
+pub use matrix::Matrix;
+pub use params::{ParamMap, ParamValue};
+pub use document::DocumentRecord;
+pub use names::{Scope, validate_name};
+pub use request::{Algorithm, Caller, ExecuteInput, ExecuteRequest};
+pub use response::{Centroid, DeviceInfo, ExecuteResponse, Member, Metrics};

@@ -1,0 +1,433 @@
+//! The execute request: what the transports hand over (`ExecuteInput`, wire-neutral but
+//! unchecked) and what the engine runs (`ExecuteRequest`, validated here, in one place,
+//! for REST and gRPC alike).
+
+use super::error::{ApiError, ApiResult};
+use super::names::validate_name;
+use super::params::ParamMap;
+
+/// The public algorithm names, in the reference's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    KMeans,
+    Dbscan,
+    Hdbscan,
+    Agglomerative,
+    Spectral,
+    GaussianMixture,
+    MeanShift,
+    Optics,
+    AttributeBased,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 9] = [
+        Algorithm::KMeans,
+        Algorithm::Dbscan,
+        Algorithm::Hdbscan,
+        Algorithm::Agglomerative,
+        Algorithm::Spectral,
+        Algorithm::GaussianMixture,
+        Algorithm::MeanShift,
+        Algorithm::Optics,
+        Algorithm::AttributeBased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::KMeans => "kmeans",
+            Algorithm::Dbscan => "dbscan",
+            Algorithm::Hdbscan => "hdbscan",
+            Algorithm::Agglomerative => "agglomerative",
+            Algorithm::Spectral => "spectral",
+            Algorithm::GaussianMixture => "gaussian_mixture",
+            Algorithm::MeanShift => "mean_shift",
+            Algorithm::Optics => "optics",
+            Algorithm::AttributeBased => "attribute_based",
+        }
+    }
+
+    pub fn parse(field: &str, name: &str) -> ApiResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
+                ApiError::invalid_request(
+                    field,
+                    format!("unknown algorithm {name:?}; one of {}", names.join(", ")),
+                )
+            })
+    }
+
+    /// Whether the algorithm clusters a vector column (all but attribute_based).
+    pub fn uses_vectors(self) -> bool {
+        self != Algorithm::AttributeBased
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureVectorInput {
+    pub vector_name: Option<String>,
+    pub feature_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmLabelingInput {
+    pub enabled: Option<bool>,
+    pub provider: Option<String>,
+    pub model_name: Option<String>,
+    pub include_keywords: Option<bool>,
+    pub include_summary: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttributeConfigInput {
+    pub attributes: Vec<String>,
+    pub hierarchical_grouping: Option<bool>,
+    pub aggregation_method: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigInput {
+    pub algorithm: String,
+    pub algorithm_params: ParamMap,
+    pub feature_vector: Option<FeatureVectorInput>,
+    pub normalize_features: Option<bool>,
+    pub description: Option<String>,
+    pub llm_labeling: Option<LlmLabelingInput>,
+    pub attribute_config: Option<AttributeConfigInput>,
+}
+
+/// The request as a transport parsed it: types are right, meaning is unchecked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecuteInput {
+    pub collection_ids: Vec<String>,
+    pub config: Option<ConfigInput>,
+    pub namespace_id: Option<String>,
+    pub internal_id: Option<String>,
+    pub sample_size: Option<i64>,
+    pub store_results: Option<bool>,
+    pub include_members: Option<bool>,
+    pub compute_metrics: Option<bool>,
+    pub save_artifacts: Option<bool>,
+}
+
+/// A validated request. Algorithm parameters are checked by the algorithm's own
+/// validator (the engine calls it before loading any data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteRequest {
+    pub collection_ids: Vec<String>,
+    pub algorithm: Algorithm,
+    pub algorithm_params: ParamMap,
+    /// The vector column (None only for attribute_based).
+    pub vector_name: Option<String>,
+    pub normalize_features: bool,
+    pub description: Option<String>,
+    pub sample_size: Option<usize>,
+    pub store_results: bool,
+    pub include_members: bool,
+    pub compute_metrics: bool,
+    pub save_artifacts: bool,
+}
+
+/// The caller's identity as established by the transport from its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub org: String,
+    pub namespace: String,
+}
+
+/// Longest description kept in the run record.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Most collections one request may cluster together.
+pub const MAX_COLLECTIONS: usize = 256;
+
+impl ExecuteInput {
+    /// Check everything that does not need the data, in one place for both transports.
+    pub fn validate(self, caller: &Caller) -> ApiResult<ExecuteRequest> {
+        if let Some(ns) = &self.namespace_id
+            && ns != &caller.namespace
+        {
+            return Err(ApiError::invalid_request(
+                "namespace_id",
+                format!(
+                    "{ns:?} differs from the X-Namespace header {:?}",
+                    caller.namespace
+                ),
+            ));
+        }
+        if let Some(id) = &self.internal_id
+            && id != &caller.org
+        {
+            return Err(ApiError::permission_denied(
+                Some("internal_id"),
+                "internal_id is not the organisation of this API key",
+            ));
+        }
+        if self.collection_ids.is_empty() {
+            return Err(ApiError::invalid_request(
+                "collection_ids",
+                "must name at least one collection",
+            ));
+        }
+        if self.collection_ids.len() > MAX_COLLECTIONS {
+            return Err(ApiError::invalid_request(
+                "collection_ids",
+                format!("at most {MAX_COLLECTIONS} collections per request"),
+            ));
+        }
+        for (i, id) in self.collection_ids.iter().enumerate() {
+            validate_name(&format!("collection_ids[{i}]"), id)?;
+            if self.collection_ids[..i].contains(id) {
+                return Err(ApiError::invalid_request(
+                    &format!("collection_ids[{i}]"),
+                    format!("{id:?} is listed twice"),
+                ));
+            }
+        }
+        let sample_size = match self.sample_size {
+            None => None,
+            Some(n) if n >= 1 => Some(usize::try_from(n).map_err(|_| {
+                ApiError::invalid_parameter("sample_size", "is too large for this machine")
+            })?),
+            Some(n) => {
+                return Err(ApiError::invalid_parameter(
+                    "sample_size",
+                    format!("must be at least 1, got {n}"),
+                ));
+            }
+        };
+        let config = self
+            .config
+            .ok_or_else(|| ApiError::invalid_request("config", "is required"))?;
+        let algorithm = Algorithm::parse("config.algorithm", &config.algorithm)?;
+
+        let vector_name = match (&config.feature_vector, algorithm.uses_vectors()) {
+            (Some(fv), _) => Some(resolve_feature_vector(fv)?),
+            (None, true) => {
+                return Err(ApiError::invalid_request(
+                    "config.feature_vector",
+                    format!(
+                        "is required for {}: give {{\"vector_name\": \"<column>\"}}",
+                        algorithm.as_str()
+                    ),
+                ));
+            }
+            (None, false) => None,
+        };
+        if !algorithm.uses_vectors() && vector_name.is_some() {
+            return Err(ApiError::invalid_request(
+                "config.feature_vector",
+                "attribute_based clusters attributes, not vectors; remove feature_vector",
+            ));
+        }
+        if let Some(d) = &config.description
+            && d.len() > MAX_DESCRIPTION_LEN
+        {
+            return Err(ApiError::invalid_request(
+                "config.description",
+                format!("must be at most {MAX_DESCRIPTION_LEN} bytes"),
+            ));
+        }
+        if let Some(ac) = &config.attribute_config
+            && algorithm != Algorithm::AttributeBased
+        {
+            let _ = ac;
+            return Err(ApiError::invalid_request(
+                "config.attribute_config",
+                format!(
+                    "applies to attribute_based only, not {}",
+                    algorithm.as_str()
+                ),
+            ));
+        }
+        // Labelling is built in a later release; an enabled labeller is refused rather
+        // than silently skipped. A disabled one means "no labels", which is what we do.
+        if let Some(l) = &config.llm_labeling
+            && l.enabled != Some(false)
+        {
+            return Err(ApiError::unimplemented(
+                "config.llm_labeling",
+                "cluster labelling is not available yet; send \"enabled\": false or omit llm_labeling",
+            ));
+        }
+        if algorithm == Algorithm::AttributeBased {
+            return Err(ApiError::unimplemented(
+                "config.algorithm",
+                "attribute_based clustering is not available yet",
+            ));
+        }
+        let save_artifacts = self.save_artifacts.unwrap_or(false);
+        if save_artifacts {
+            return Err(ApiError::unimplemented(
+                "save_artifacts",
+                "saving run artifacts (sample.parquet) is not available yet",
+            ));
+        }
+        Ok(ExecuteRequest {
+            collection_ids: self.collection_ids,
+            algorithm,
+            algorithm_params: config.algorithm_params,
+            vector_name,
+            normalize_features: config.normalize_features.unwrap_or(true),
+            description: config.description,
+            sample_size,
+            store_results: self.store_results.unwrap_or(true),
+            include_members: self.include_members.unwrap_or(false),
+            compute_metrics: self.compute_metrics.unwrap_or(true),
+            save_artifacts,
+        })
+    }
+}
+
+/// `{"vector_name": "X"}` or `{"feature_address": "mixpeek://extractor@version/X"}`;
+/// both select column `X`, and when both are given they must agree.
+fn resolve_feature_vector(fv: &FeatureVectorInput) -> ApiResult<String> {
+    let from_address = fv
+        .feature_address
+        .as_deref()
+        .map(parse_feature_address)
+        .transpose()?;
+    let name = match (&fv.vector_name, from_address) {
+        (Some(n), Some(a)) if *n != a => {
+            return Err(ApiError::invalid_request(
+                "config.feature_vector",
+                format!("vector_name {n:?} and feature_address column {a:?} disagree"),
+            ));
+        }
+        (Some(n), _) => n.clone(),
+        (None, Some(a)) => a,
+        (None, None) => {
+            return Err(ApiError::invalid_request(
+                "config.feature_vector",
+                "give vector_name or feature_address",
+            ));
+        }
+    };
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_request(
+            "config.feature_vector.vector_name",
+            "must be a non-empty column name of at most 256 bytes",
+        ));
+    }
+    Ok(name)
+}
+
+/// `mixpeek://<extractor>@<version>/<column>` -> `<column>`.
+pub fn parse_feature_address(address: &str) -> ApiResult<String> {
+    const FIELD: &str = "config.feature_vector.feature_address";
+    let malformed = || {
+        ApiError::invalid_request(
+            FIELD,
+            format!("{address:?} is not of the form mixpeek://<extractor>@<version>/<column>"),
+        )
+    };
+    let rest = address.strip_prefix("mixpeek://").ok_or_else(malformed)?;
+    let (extractor_version, column) = rest.split_once('/').ok_or_else(malformed)?;
+    let (extractor, version) = extractor_version.split_once('@').ok_or_else(malformed)?;
+    if extractor.is_empty() || version.is_empty() || column.is_empty() || column.contains('/')
+    {
+        return Err(malformed());
+    }
+    Ok(column.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ErrorCode;
+
+    fn caller() -> Caller {
+        Caller {
+            org: "int_abc123".into(),
+            namespace: "production".into(),
+        }
+    }
+
+    fn kmeans_input() -> ExecuteInput {
+        ExecuteInput {
+            collection_ids: vec!["col_a".into()],
+            config: Some(ConfigInput {
+                algorithm: "kmeans".into(),
+                feature_vector: Some(FeatureVectorInput {
+                    vector_name: Some("embedding".into()),
+                    feature_address: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn applies_reference_defaults() {
+        let r = kmeans_input().validate(&caller()).unwrap();
+        assert!(r.store_results && r.compute_metrics && r.normalize_features);
+        assert!(!r.include_members && !r.save_artifacts);
+        assert_eq!(r.sample_size, None);
+    }
+
+    #[test]
+    fn feature_address_selects_its_column() {
+        assert_eq!(
+            parse_feature_address("mixpeek://text_extractor@v1/text_extractor_v1_embedding")
+                .unwrap(),
+            "text_extractor_v1_embedding"
+        );
+        for bad in [
+            "text_extractor@v1/x",
+            "mixpeek://text_extractor/x",
+            "mixpeek://@v1/x",
+            "mixpeek://e@v1/",
+            "mixpeek://e@v1/a/b",
+        ] {
+            let e = parse_feature_address(bad).unwrap_err();
+            assert_eq!(
+                e.field.as_deref(),
+                Some("config.feature_vector.feature_address")
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_namespace_id_that_differs_from_header() {
+        let mut i = kmeans_input();
+        i.namespace_id = Some("other".into());
+        let e = i.validate(&caller()).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidRequest, Some("namespace_id"))
+        );
+    }
+
+    #[test]
+    fn rejects_foreign_internal_id() {
+        let mut i = kmeans_input();
+        i.internal_id = Some("int_other".into());
+        assert_eq!(
+            i.validate(&caller()).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_algorithm() {
+        let mut i = kmeans_input();
+        if let Some(c) = i.config.as_mut() {
+            c.algorithm = "kmeanz".into();
+        }
+        let e = i.validate(&caller()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("config.algorithm"));
+    }
+
+    #[test]
+    fn rejects_zero_sample_size() {
+        let mut i = kmeans_input();
+        i.sample_size = Some(0);
+        assert_eq!(
+            i.validate(&caller()).unwrap_err().code,
+            ErrorCode::InvalidParameter
+        );
+    }
+}

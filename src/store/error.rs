@@ -1,0 +1,38 @@
+//! Errors of the store layer. `open` has its own typed error (it fails at start-up, before
+//! any request exists); everything a request triggers becomes an `ApiError` here.
+
+use parquet::errors::ParquetError;
+
+use crate::model::ApiError;
+
+/// Why `Store::open` could not give a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL {0:?}: use a local path, file:///path or s3://bucket/prefix")]
+    UnsupportedScheme(String),
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("cannot create the store directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+}
+
+/// An object-store failure during a request is the server's problem, never the caller's.
+pub(crate) fn internal_os(e: object_store::Error) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// Split Parquet failures: I/O underneath (our reader wraps object-store errors as
+/// `External`) is internal, anything else means the bytes are not valid Parquet and the
+/// caller gets `on_data(message)`.
+pub(crate) fn parquet_error(e: ParquetError, on_data: impl FnOnce(String) -> ApiError) -> ApiError {
+    match e {
+        ParquetError::External(inner) => ApiError::internal(inner),
+        other => on_data(other.to_string()),
+    }
+}
