@@ -90,7 +90,11 @@ impl DistanceBlock<'_> {
         labels.fill(0);
         sq.fill(f32::INFINITY);
         for j in 0..self.k {
-            for ((l, s), &v) in labels.iter_mut().zip(sq.iter_mut()).zip(self.partial_col(j)) {
+            for ((l, s), &v) in labels
+                .iter_mut()
+                .zip(sq.iter_mut())
+                .zip(self.partial_col(j))
+            {
                 // Strict: the first centre wins ties, as in scikit-learn's argmin.
                 if v < *s {
                     *s = v;
@@ -163,8 +167,8 @@ where
     check_shapes(x, x_sq, centers, c_sq);
     let n = x.rows();
     // The transposed centre matrix is a free view: row-major k×d read as column-major d×k.
-    let rhs = MatRef::from_row_major_slice(centers.as_slice(), centers.rows(), x.cols())
-        .transpose();
+    let rhs =
+        MatRef::from_row_major_slice(centers.as_slice(), centers.rows(), x.cols()).transpose();
     (0..n_blocks(n))
         .into_par_iter()
         .map_init(Vec::<f32>::new, |buf, b| {
@@ -210,8 +214,8 @@ where
 {
     check_shapes(x, x_sq, centers, c_sq);
     let n = x.rows();
-    let rhs = MatRef::from_row_major_slice(centers.as_slice(), centers.rows(), x.cols())
-        .transpose();
+    let rhs =
+        MatRef::from_row_major_slice(centers.as_slice(), centers.rows(), x.cols()).transpose();
     let ranges = lane_ranges(n, accs.len());
     accs.into_par_iter()
         .zip(ranges)

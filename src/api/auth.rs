@@ -127,8 +127,9 @@ impl Authenticator {
         let org = match self {
             Authenticator::Development => DEV_ORG.to_owned(),
             Authenticator::Keys(keys) => {
-                let token = token
-                    .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer <key>"))?;
+                let token = token.ok_or_else(|| {
+                    ApiError::unauthenticated("missing Authorization: Bearer <key>")
+                })?;
                 let entry = find_key(keys, token.as_bytes())
                     .ok_or_else(|| ApiError::unauthenticated("unknown API key"))?;
                 let ns = require_namespace(namespace)?;
@@ -150,7 +151,9 @@ fn require_namespace(namespace: Option<&str>) -> ApiResult<&str> {
     let ns = namespace
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::invalid_request("X-Namespace", "the X-Namespace header is required"))?;
+        .ok_or_else(|| {
+            ApiError::invalid_request("X-Namespace", "the X-Namespace header is required")
+        })?;
     validate_name("X-Namespace", ns)?;
     Ok(ns)
 }
@@ -200,7 +203,10 @@ namespaces = ["*"]
         let c = a
             .authenticate(Some("Bearer sk_test_xyz789"), Some("production"))
             .unwrap();
-        assert_eq!((c.org.as_str(), c.namespace.as_str()), ("int_abc123", "production"));
+        assert_eq!(
+            (c.org.as_str(), c.namespace.as_str()),
+            ("int_abc123", "production")
+        );
         let e = a
             .authenticate(Some("Bearer sk_test_xyz789"), Some("staging"))
             .unwrap_err();

@@ -71,18 +71,24 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::collection_service_server::CollectionServiceServer<CollectionApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // grpcurl up to 1.8 and many other tools still speak only v1alpha reflection.
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     // tonic's 4 MiB default would cut requests and responses short of our own limits.
-    let cluster = pb::cluster_service_server::ClusterServiceServer::new(ClusterApi::new(
-        state.clone(),
-    ))
-    .max_decoding_message_size(max_json)
-    .max_encoding_message_size(usize::MAX);
+    let cluster =
+        pb::cluster_service_server::ClusterServiceServer::new(ClusterApi::new(state.clone()))
+            .max_decoding_message_size(max_json)
+            .max_encoding_message_size(usize::MAX);
     let collections = pb::collection_service_server::CollectionServiceServer::new(
         CollectionApi::new(state.clone()),
     )
@@ -94,12 +100,12 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(cluster)
         .add_service(collections)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
-            async move { grpc_shutdown.cancelled().await },
-        );
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            grpc_shutdown.cancelled().await
+        });
 
     let http_shutdown = shutdown.clone();
     let http = axum::serve(listeners.http, super::rest::router(state))

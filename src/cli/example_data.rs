@@ -50,7 +50,11 @@ pub fn write(args: &ExampleArgs) -> Result<(), String> {
     let dim = i32::try_from(args.dimension).map_err(|_| "--dimension is too large")?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let centres: Vec<Vec<f32>> = (0..args.clusters)
-        .map(|_| (0..args.dimension).map(|_| normal(&mut rng) * 4.0).collect())
+        .map(|_| {
+            (0..args.dimension)
+                .map(|_| normal(&mut rng) * 4.0)
+                .collect()
+        })
         .collect();
     let width = args.documents.to_string().len().max(4);
     let mut ids = StringBuilder::new();

@@ -17,7 +17,11 @@ use clusterd::gpu::DevicePreference;
 use clusterd::store::Store;
 
 #[derive(Parser)]
-#[command(name = "clusterd", version, about = "Clustering service: gRPC + REST over Parquet collections")]
+#[command(
+    name = "clusterd",
+    version,
+    about = "Clustering service: gRPC + REST over Parquet collections"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -12,8 +12,8 @@ use rand::Rng;
 use crate::algorithms::kmeans::{self, KMeansParams};
 use crate::gpu;
 use crate::model::{
-    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, ExecuteRequest,
-    ExecuteResponse, ProgressEvent, RunContext, Scope,
+    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, ExecuteRequest, ExecuteResponse,
+    ProgressEvent, RunContext, Scope,
 };
 use crate::store::{LoadRequest, Store};
 

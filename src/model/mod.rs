@@ -12,10 +12,10 @@ pub mod request;
 pub mod response;
 
 pub use context::{Cancelled, DeviceKind, ProgressEvent, RunContext};
+pub use document::DocumentRecord;
 pub use error::{ApiError, ApiResult, ErrorCode};
 pub use matrix::Matrix;
-pub use params::{ParamMap, ParamValue};
-pub use document::DocumentRecord;
 pub use names::{Scope, validate_name};
+pub use params::{ParamMap, ParamValue};
 pub use request::{Algorithm, Caller, ExecuteInput, ExecuteRequest};
 pub use response::{Centroid, DeviceInfo, ExecuteResponse, Member, Metrics};

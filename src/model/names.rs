@@ -71,7 +71,9 @@ mod tests {
 
     #[test]
     fn rejects_traversal_and_separators() {
-        for bad in ["..", "a/b", "a..b", "../x", ".hidden", "_staging", "a b", ""] {
+        for bad in [
+            "..", "a/b", "a..b", "../x", ".hidden", "_staging", "a b", "",
+        ] {
             assert!(validate_name("collection_ids[0]", bad).is_err(), "{bad}");
         }
         for good in ["col_products_v1", "production", "ns-1.2", "int_abc123"] {

@@ -62,9 +62,9 @@ impl From<&ParamValue> for serde_json::Value {
             }
             ParamValue::String(s) => serde_json::Value::String(s.clone()),
             ParamValue::List(l) => serde_json::Value::Array(l.iter().map(Into::into).collect()),
-            ParamValue::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
-            ),
+            ParamValue::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+            }
         }
     }
 }
@@ -117,10 +117,9 @@ impl<'a> ParamReader<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(ParamValue::Number(n)) if n.is_finite() => Ok(Some(*n)),
-            Some(ParamValue::Number(_)) => Err(ApiError::invalid_parameter(
-                name,
-                "must be a finite number",
-            )),
+            Some(ParamValue::Number(_)) => {
+                Err(ApiError::invalid_parameter(name, "must be a finite number"))
+            }
             Some(other) => Err(ApiError::invalid_request(
                 name,
                 format!("must be a number, got {}", other.type_name()),

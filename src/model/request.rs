@@ -326,8 +326,7 @@ pub fn parse_feature_address(address: &str) -> ApiResult<String> {
     let rest = address.strip_prefix("mixpeek://").ok_or_else(malformed)?;
     let (extractor_version, column) = rest.split_once('/').ok_or_else(malformed)?;
     let (extractor, version) = extractor_version.split_once('@').ok_or_else(malformed)?;
-    if extractor.is_empty() || version.is_empty() || column.is_empty() || column.contains('/')
-    {
+    if extractor.is_empty() || version.is_empty() || column.is_empty() || column.contains('/') {
         return Err(malformed());
     }
     Ok(column.to_owned())

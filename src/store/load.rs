@@ -429,13 +429,9 @@ async fn read_ids(
     let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
         .with_projection(mask)
         .build()
-        .map_err(|e| parquet_error(e, &bad))?;
+        .map_err(|e| parquet_error(e, bad))?;
     let mut out = Vec::with_capacity(rows);
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(|e| parquet_error(e, &bad))?
-    {
+    while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
         ctx.checkpoint()?;
         let ids = reader::document_ids(&batch)
             .ok_or_else(|| ApiError::internal("document_id vanished from a projected batch"))?;
@@ -573,14 +569,10 @@ async fn read_columns(
     .with_row_groups(groups)
     .with_row_selection(selection)
     .build()
-    .map_err(|e| parquet_error(e, &bad))?;
+    .map_err(|e| parquet_error(e, bad))?;
     let mut row = 0usize;
     let mut scratch = Vec::new();
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(|e| parquet_error(e, &bad))?
-    {
+    while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
         ctx.checkpoint()?;
         let n = batch.num_rows();
         let ids = state
@@ -715,13 +707,12 @@ fn column_strings(array: &dyn Array) -> Option<Vec<Vec<String>>> {
                 .collect(),
         )
     }
+    /// Flatten the child values of each row's range; `None` ranges are null rows.
     fn lists(
-        array: &dyn Array,
         ranges: impl Iterator<Item = Option<Range<usize>>>,
         child: &dyn Array,
     ) -> Option<Vec<Vec<String>>> {
         let flat = column_strings(child)?;
-        let _ = array;
         Some(
             ranges
                 .map(|r| match r {
@@ -771,7 +762,7 @@ fn column_strings(array: &dyn Array) -> Option<Vec<Vec<String>>> {
                     usize::try_from(o[i]).unwrap_or(0)..usize::try_from(o[i + 1]).unwrap_or(0)
                 })
             });
-            lists(array, ranges, l.values().as_ref())?
+            lists(ranges, l.values().as_ref())?
         }
         DataType::LargeList(_) => {
             let l = array.as_list_opt::<i64>()?;
@@ -781,7 +772,7 @@ fn column_strings(array: &dyn Array) -> Option<Vec<Vec<String>>> {
                     usize::try_from(o[i]).unwrap_or(0)..usize::try_from(o[i + 1]).unwrap_or(0)
                 })
             });
-            lists(array, ranges, l.values().as_ref())?
+            lists(ranges, l.values().as_ref())?
         }
         DataType::FixedSizeList(_, size) => {
             let l = array.as_fixed_size_list_opt()?;
@@ -792,7 +783,7 @@ fn column_strings(array: &dyn Array) -> Option<Vec<Vec<String>>> {
                     s..s + size
                 })
             });
-            lists(array, ranges, l.values().as_ref())?
+            lists(ranges, l.values().as_ref())?
         }
         DataType::Dictionary(_, _) => {
             let d = array.as_any_dictionary_opt()?;

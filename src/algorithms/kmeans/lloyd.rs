@@ -5,8 +5,7 @@
 use rayon::prelude::*;
 
 use crate::algorithms::distance::{
-    BLOCK_ROWS, block_range, fold_lanes, lane_ranges, n_blocks, nearest_centers_into,
-    row_sq_norms,
+    BLOCK_ROWS, block_range, fold_lanes, lane_ranges, n_blocks, nearest_centers_into, row_sq_norms,
 };
 use crate::model::{Cancelled, Matrix, RunContext};
 
@@ -61,13 +60,28 @@ pub(super) fn run(
         let c_sq = row_sq_norms(&centers);
         let (inertia, new_centers) = match lanes {
             Some(lanes) => {
-                let (inertia, sums, counts) =
-                    assign_and_sum(x, x_sq, &centers, &c_sq, lanes, ctx, &mut labels, &mut sq_dists)?;
+                let (inertia, sums, counts) = assign_and_sum(
+                    x,
+                    x_sq,
+                    &centers,
+                    &c_sq,
+                    lanes,
+                    ctx,
+                    &mut labels,
+                    &mut sq_dists,
+                )?;
                 (inertia, finish_centers(x, &labels, &sq_dists, sums, counts))
             }
             None => {
-                let inertia =
-                    nearest_centers_into(x, x_sq, &centers, &c_sq, ctx, &mut labels, &mut sq_dists)?;
+                let inertia = nearest_centers_into(
+                    x,
+                    x_sq,
+                    &centers,
+                    &c_sq,
+                    ctx,
+                    &mut labels,
+                    &mut sq_dists,
+                )?;
                 ctx.checkpoint()?;
                 let (sums, counts) = gather_sums(x, &labels, k);
                 (inertia, finish_centers(x, &labels, &sq_dists, sums, counts))
@@ -338,4 +352,41 @@ fn exact_sq_dists(
         .collect::<Result<_, Cancelled>>()?;
     debug_assert_eq!(sums.len(), n_blocks(n));
     Ok(sums.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DeviceKind;
+
+    #[test]
+    fn fused_and_gather_sums_agree() {
+        let ctx = RunContext::new(0, DeviceKind::Cpu);
+        let n = 2 * BLOCK_ROWS + 300;
+        let d = 70; // more than one feature chunk, and not a multiple of it
+        let data: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect();
+        let x = Matrix::from_vec(n, d, data).unwrap();
+        let x_sq = row_sq_norms(&x);
+        let centers = Matrix::from_vec(3, d, x.rows_slice(10, 13).to_vec()).unwrap();
+        let c_sq = row_sq_norms(&centers);
+        let mut labels = vec![0u32; n];
+        let mut sq = vec![0f32; n];
+        let (_, sums, counts) =
+            assign_and_sum(&x, &x_sq, &centers, &c_sq, 3, &ctx, &mut labels, &mut sq).unwrap();
+        let (g_sums, g_counts) = gather_sums(&x, &labels, 3);
+        assert_eq!(counts, g_counts);
+        assert_eq!(counts.iter().sum::<usize>(), n);
+        for (a, b) in sums.iter().zip(&g_sums) {
+            assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn farthest_rows_are_ordered_and_break_ties_by_index() {
+        assert_eq!(farthest_rows(&[1.0, 5.0, 3.0, 5.0, 0.0], 3), vec![1, 3, 2]);
+        assert_eq!(farthest_rows(&[1.0], 3), vec![0]);
+        assert!(farthest_rows(&[], 1).is_empty());
+    }
 }

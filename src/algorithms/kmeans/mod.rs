@@ -146,7 +146,10 @@ fn column_sums(x: &Matrix, f: impl Fn(f32) -> f64 + Sync) -> Vec<f64> {
 
 fn column_means(x: &Matrix) -> Vec<f64> {
     let n = x.rows().max(1) as f64;
-    column_sums(x, f64::from).into_iter().map(|s| s / n).collect()
+    column_sums(x, f64::from)
+        .into_iter()
+        .map(|s| s / n)
+        .collect()
 }
 
 /// Mean over features of the per-feature (population) variance of already-centred data.

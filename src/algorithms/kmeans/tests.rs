@@ -28,9 +28,7 @@ fn fixture(name: &str) -> Fixture {
         n_clusters: v["n_clusters"].as_u64().expect("n_clusters") as usize,
         data: Matrix::from_vec(rows.len(), cols, data).expect("rectangular data"),
         sklearn_inertia: v["sklearn_inertia"].as_f64().expect("inertia"),
-        sklearn_inertia_n_init_auto: v["sklearn_inertia_n_init_auto"]
-            .as_f64()
-            .expect("inertia"),
+        sklearn_inertia_n_init_auto: v["sklearn_inertia_n_init_auto"].as_f64().expect("inertia"),
         sklearn_labels: v["sklearn_labels"]
             .as_array()
             .expect("labels")
@@ -76,7 +74,10 @@ fn check_fit_is_consistent(f: &Fixture, result: &KMeansFit) {
     let k = f.n_clusters;
     assert_eq!(result.labels.len(), f.data.rows());
     assert_eq!(result.distances.len(), f.data.rows());
-    assert_eq!((result.centers.rows(), result.centers.cols()), (k, f.data.cols()));
+    assert_eq!(
+        (result.centers.rows(), result.centers.cols()),
+        (k, f.data.cols())
+    );
     assert!(result.labels.iter().all(|&l| (l as usize) < k));
     let from_distances: f64 = result.distances.iter().map(|&d| f64::from(d).powi(2)).sum();
     assert!((from_distances - result.inertia).abs() <= 1e-4 * result.inertia);
@@ -165,8 +166,8 @@ fn same_params_and_seed_give_identical_labels() {
 fn thread_count_does_not_change_the_result() {
     let x = multi_block_data();
     for init in ["k-means++", "random"] {
-        let p = kmeans_params(serde_json::json!({"n_clusters": 9, "init": init, "n_init": 2}))
-            .unwrap();
+        let p =
+            kmeans_params(serde_json::json!({"n_clusters": 9, "init": init, "n_init": 2})).unwrap();
         let in_pool = |threads: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -248,6 +249,24 @@ fn more_clusters_than_rows_does_not_panic() {
     assert_eq!(result.inertia, 0.0);
 }
 
+#[test]
+fn degenerate_shapes_do_not_panic() {
+    let p = kmeans_params(serde_json::json!({"n_clusters": 2})).unwrap();
+    let zero_width = Matrix::from_vec(5, 0, Vec::new()).unwrap();
+    let result = fit(&zero_width, &p, &ctx(0)).unwrap();
+    assert_eq!(result.labels.len(), 5);
+    assert_eq!(result.inertia, 0.0);
+    let no_rows = Matrix::zeros(0, 3);
+    let result = fit(&no_rows, &p, &ctx(0)).unwrap();
+    assert!(result.labels.is_empty());
+    let identical = Matrix::from_vec(4, 2, vec![1.0; 8]).unwrap();
+    for init in ["k-means++", "random"] {
+        let p = kmeans_params(serde_json::json!({"n_clusters": 3, "init": init})).unwrap();
+        let result = fit(&identical, &p, &ctx(0)).unwrap();
+        assert_eq!(result.inertia, 0.0, "{init}");
+    }
+}
+
 // --- validation -------------------------------------------------------------------
 
 fn err(json: serde_json::Value) -> ApiError {
@@ -323,7 +342,10 @@ fn rejects_out_of_range_values() {
         (serde_json::json!({"max_iter": 0}), "max_iter"),
         (serde_json::json!({"tol": -1e-9}), "tol"),
         (serde_json::json!({"random_state": -1}), "random_state"),
-        (serde_json::json!({"random_state": 4294967296u64}), "random_state"),
+        (
+            serde_json::json!({"random_state": 4294967296u64}),
+            "random_state",
+        ),
         (serde_json::json!({"algorithm": "full"}), "algorithm"),
         (serde_json::json!({"n_init": "sometimes"}), "n_init"),
     ] {
@@ -354,7 +376,11 @@ fn rejects_n_clusters_above_documents() {
     let e = p.check_against_data(7).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidParameter);
     assert_eq!(e.field.as_deref(), Some("n_clusters"));
-    assert!(e.message.contains("10") && e.message.contains('7'), "{}", e.message);
+    assert!(
+        e.message.contains("10") && e.message.contains('7'),
+        "{}",
+        e.message
+    );
     p.check_against_data(10).unwrap();
 }
 
@@ -379,9 +405,18 @@ fn n_init_auto_depends_on_init() {
     let n_init = |json| kmeans_params(json).unwrap().n_init;
     assert_eq!(n_init(serde_json::json!({})), 1);
     assert_eq!(n_init(serde_json::json!({"n_init": "auto"})), 1);
-    assert_eq!(n_init(serde_json::json!({"init": "k-means++", "n_init": "auto"})), 1);
+    assert_eq!(
+        n_init(serde_json::json!({"init": "k-means++", "n_init": "auto"})),
+        1
+    );
     assert_eq!(n_init(serde_json::json!({"init": "random"})), 10);
-    assert_eq!(n_init(serde_json::json!({"init": "random", "n_init": "auto"})), 10);
-    assert_eq!(n_init(serde_json::json!({"init": "random", "n_init": 3})), 3);
+    assert_eq!(
+        n_init(serde_json::json!({"init": "random", "n_init": "auto"})),
+        10
+    );
+    assert_eq!(
+        n_init(serde_json::json!({"init": "random", "n_init": 3})),
+        3
+    );
     assert_eq!(n_init(serde_json::json!({"n_init": null})), 1);
 }

@@ -99,9 +99,9 @@ impl ClusterService for ClusterApi {
             }
             let last = outcome
                 .map(|r| pb::ExecuteEvent {
-                    event: Some(pb::execute_event::Event::Result(
-                        convert::execute_response(r),
-                    )),
+                    event: Some(pb::execute_event::Event::Result(convert::execute_response(
+                        r,
+                    ))),
                 })
                 .map_err(to_status);
             let _ = tx.send(last).await;

@@ -126,7 +126,11 @@ impl CollectionService for CollectionApi {
                 .list_collections(&scope, limit, req.page_token.as_deref())
                 .await?;
             Ok(pb::ListCollectionsResponse {
-                collections: page.collections.into_iter().map(convert::collection).collect(),
+                collections: page
+                    .collections
+                    .into_iter()
+                    .map(convert::collection)
+                    .collect(),
                 next_page_token: page.next_page_token,
             })
         }

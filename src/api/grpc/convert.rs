@@ -176,11 +176,7 @@ pub fn document_record(index: usize, d: pb::Document) -> ApiResult<DocumentRecor
         .unwrap_or_default();
     Ok(DocumentRecord {
         document_id: d.document_id,
-        vectors: d
-            .vectors
-            .into_iter()
-            .map(|(k, v)| (k, v.values))
-            .collect(),
+        vectors: d.vectors.into_iter().map(|(k, v)| (k, v.values)).collect(),
         attributes,
     })
 }

@@ -1,6 +1,6 @@
 //! `ApiError` -> `tonic::Status`, once. The message is "field: message"; the code and
-//! field are also in metadata (`x-error-code`, `x-error-field`) and the JSON error body
-//! of the REST API rides in the status details.
+//! field are also in metadata (`x-error-code`, `x-error-field`). (The binary status
+//! details must be a `google.rpc.Status`; clients such as grpcurl reject anything else.)
 
 use tonic::{Code, Status};
 
@@ -21,12 +21,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
 }
 
 pub fn to_status(e: ApiError) -> Status {
-    let body = crate::api::rest::error_body(&e);
-    let mut status = Status::with_details(
-        grpc_code(e.code),
-        e.to_string(),
-        bytes::Bytes::from(body.to_string()),
-    );
+    let mut status = Status::new(grpc_code(e.code), e.to_string());
     let md = status.metadata_mut();
     if let Ok(v) = e.code.as_str().parse() {
         md.insert("x-error-code", v);

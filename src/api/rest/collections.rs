@@ -81,7 +81,12 @@ fn document_record(
     let id_field = format!("documents[{index}].document_id");
     let document_id = match doc.remove("document_id") {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-        Some(_) => return Err(ApiError::invalid_request(&id_field, "must be a non-empty string")),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                &id_field,
+                "must be a non-empty string",
+            ));
+        }
         None => return Err(ApiError::invalid_request(&id_field, "is required")),
     };
     let mut record = DocumentRecord {

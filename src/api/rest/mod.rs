@@ -120,9 +120,8 @@ fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
 
 /// Read a whole body, refusing more than `limit` bytes with our 413.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<bytes::Bytes> {
-    let too_large = || {
-        ApiError::payload_too_large(None, format!("the request body exceeds {limit} bytes"))
-    };
+    let too_large =
+        || ApiError::payload_too_large(None, format!("the request body exceeds {limit} bytes"));
     if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {

@@ -1,0 +1,344 @@
+//! Starts the real `clusterd` binary on ephemeral ports with its own store directory,
+//! and gives tests a real HTTP client, a real tonic client and grpcurl.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use clusterd::api::grpc::pb;
+use serde_json::Value;
+
+pub const KEY_A: &str = "sk_test_org_a_key";
+pub const KEY_B: &str = "sk_test_org_b_key";
+pub const ORG_A: &str = "int_org_a";
+pub const NS: &str = "production";
+
+const KEYS_TOML: &str = r#"
+[[keys]]
+key = "sk_test_org_a_key"
+org = "int_org_a"
+namespaces = ["production"]
+
+[[keys]]
+key = "sk_test_org_b_key"
+org = "int_org_b"
+namespaces = ["*"]
+"#;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clusterd")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "clusterd-it-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+pub struct TestServer {
+    child: Child,
+    pub dir: PathBuf,
+    pub grpc: String,
+    pub http: String,
+}
+
+pub struct Options {
+    pub keys: bool,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            keys: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Self {
+        let dir = temp_dir("srv");
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--store")
+            .arg(dir.join("data"))
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(&opts.extra_args)
+            .env_remove("CLUSTERD_API_KEYS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("server.log")).expect("log file"),
+            ));
+        if opts.keys {
+            let keys = dir.join("keys.toml");
+            std::fs::write(&keys, KEYS_TOML).expect("write keys");
+            cmd.arg("--api-keys").arg(keys);
+        }
+        let mut child = cmd.spawn().expect("start clusterd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("server did not start ({e}): {line:?}\n{log}")
+        });
+        TestServer {
+            child,
+            grpc: ready["grpc"].as_str().expect("grpc addr").to_owned(),
+            http: ready["http"].as_str().expect("http addr").to_owned(),
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn store_root(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect gRPC")
+    }
+
+    pub async fn cluster_client(
+        &self,
+    ) -> pb::cluster_service_client::ClusterServiceClient<tonic::transport::Channel> {
+        pb::cluster_service_client::ClusterServiceClient::new(self.channel().await)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    pub async fn collection_client(
+        &self,
+    ) -> pb::collection_service_client::CollectionServiceClient<tonic::transport::Channel> {
+        pb::collection_service_client::CollectionServiceClient::new(self.channel().await)
+    }
+
+    /// POST a JSON body to /v1/clusters/execute as `key` in namespace `NS`.
+    pub async fn execute_rest(&self, key: &str, body: &Value) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url("/v1/clusters/execute"))
+            .bearer_auth(key)
+            .header("X-Namespace", NS)
+            .json(body)
+            .send()
+            .await
+            .expect("http request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// Upload a Parquet file as `key` into `collection`.
+    pub async fn upload_parquet(
+        &self,
+        key: &str,
+        collection: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url(&format!("/v1/collections/{collection}/documents")))
+            .bearer_auth(key)
+            .header("X-Namespace", NS)
+            .header("Content-Type", "application/vnd.apache.parquet")
+            .body(bytes)
+            .send()
+            .await
+            .expect("http request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Example Parquet from `clusterd example-data`.
+pub fn example_parquet(
+    documents: usize,
+    dimension: usize,
+    clusters: usize,
+    id_prefix: &str,
+    vector_name: &str,
+) -> Vec<u8> {
+    let dir = temp_dir("ex");
+    let out = dir.join("example.parquet");
+    let status = Command::new(bin())
+        .arg("example-data")
+        .arg("--out")
+        .arg(&out)
+        .args(["--documents", &documents.to_string()])
+        .args(["--dimension", &dimension.to_string()])
+        .args(["--clusters", &clusters.to_string()])
+        .args(["--id-prefix", id_prefix])
+        .args(["--vector-name", vector_name])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run example-data");
+    assert!(status.success());
+    let bytes = std::fs::read(&out).expect("read example");
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes
+}
+
+/// The grpcurl binary: $CLUSTERD_GRPCURL, else `grpcurl` on PATH. In CI a missing
+/// grpcurl is a failure; on a developer machine the test says it skips.
+pub fn grpcurl() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CLUSTERD_GRPCURL") {
+        return Some(PathBuf::from(p));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("grpcurl"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("grpcurl not found in CI: scripts/test.sh installs it into .venv");
+        }
+        eprintln!("SKIPPED: grpcurl not found (run scripts/test.sh, which installs it)");
+    }
+    found
+}
+
+pub fn run_grpcurl(grpcurl: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(grpcurl)
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Authenticated gRPC request.
+pub fn authed<T>(msg: T, key: &str, namespace: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("metadata"),
+    );
+    r.metadata_mut()
+        .insert("x-namespace", namespace.parse().expect("metadata"));
+    r
+}
+
+/// The same JSON request as a protobuf message, so every case runs on both transports.
+pub fn to_proto(body: &Value) -> pb::ExecuteClusteringRequest {
+    fn s(v: &Value) -> Option<String> {
+        v.as_str().map(str::to_owned)
+    }
+    fn pv(v: &Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(*b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => Kind::StringValue(s.clone()),
+            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.iter().map(pv).collect(),
+            }),
+            Value::Object(m) => Kind::StructValue(prost_types::Struct {
+                fields: m.iter().map(|(k, v)| (k.clone(), pv(v))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let c = &body["config"];
+    pb::ExecuteClusteringRequest {
+        collection_ids: body["collection_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(s).collect())
+            .unwrap_or_default(),
+        config: c.is_object().then(|| pb::ClusteringConfig {
+            algorithm: s(&c["algorithm"]).unwrap_or_default(),
+            algorithm_params: c["algorithm_params"]
+                .as_object()
+                .map(|m| prost_types::Struct {
+                    fields: m.iter().map(|(k, v)| (k.clone(), pv(v))).collect(),
+                }),
+            feature_vector: c["feature_vector"].is_object().then(|| pb::FeatureVector {
+                vector_name: s(&c["feature_vector"]["vector_name"]),
+                feature_address: s(&c["feature_vector"]["feature_address"]),
+            }),
+            normalize_features: c["normalize_features"].as_bool(),
+            description: s(&c["description"]),
+            llm_labeling: None,
+            attribute_config: None,
+        }),
+        namespace_id: s(&body["namespace_id"]),
+        internal_id: s(&body["internal_id"]),
+        sample_size: body["sample_size"].as_f64().map(|f| f as i32),
+        store_results: body["store_results"].as_bool(),
+        include_members: body["include_members"].as_bool(),
+        compute_metrics: body["compute_metrics"].as_bool(),
+        save_artifacts: body["save_artifacts"].as_bool(),
+    }
+}
+
+/// The reference document's example body, verbatim.
+pub fn reference_body() -> Value {
+    serde_json::json!({
+      "collection_ids": [
+        "col_products_v1",
+        "col_products_v2"
+      ],
+      "compute_metrics": true,
+      "config": {
+        "algorithm": "kmeans",
+        "algorithm_params": {
+          "max_iter": 300,
+          "n_clusters": 5
+        },
+        "feature_vector": {
+          "vector_name": "text_extractor_v1_embedding"
+        },
+        "normalize_features": true
+      },
+      "include_members": false,
+      "sample_size": 10000,
+      "store_results": true
+    })
+}
+
+pub const REF_VECTOR: &str = "text_extractor_v1_embedding";
+
+/// A server with the reference's two collections loaded for org A (600 documents).
+pub async fn server_with_reference_collections() -> TestServer {
+    let server = TestServer::start();
+    for (i, col) in ["col_products_v1", "col_products_v2"]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = example_parquet(300, 16, 5, &format!("c{i}_"), REF_VECTOR);
+        let (status, body) = server.upload_parquet(KEY_A, col, bytes).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    server
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on ephemeral ports, called over REST (reqwest),
+//! gRPC (tonic) and grpcurl.
+
+mod auth;
+mod collections;
+mod errors;
+mod execute;
+mod grpcurl;
+mod harness;
