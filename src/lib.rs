@@ -6,5 +6,7 @@ pub mod algorithms;
 pub mod api;
 pub mod engine;
 pub mod gpu;
+pub mod labeling;
+pub mod metrics;
 pub mod model;
 pub mod store;

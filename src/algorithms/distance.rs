@@ -18,6 +18,9 @@ use crate::model::{Cancelled, Matrix, RunContext};
 /// block and its distance tile stay in cache. Never derived from the thread count.
 pub const BLOCK_ROWS: usize = 1024;
 
+/// Rows whose running minima the argmin keeps in registers at once.
+const ARGMIN_GROUP: usize = 16;
+
 /// Number of blocks covering `n_rows` rows.
 pub fn n_blocks(n_rows: usize) -> usize {
     n_rows.div_ceil(BLOCK_ROWS)
@@ -51,9 +54,11 @@ pub struct DistanceBlock<'a> {
     pub x: &'a [f32],
     /// Squared norms of the block's rows.
     pub x_sq: &'a [f32],
-    /// `||c_j||² − 2·x_i·c_j`, column-major (`j`-major): the GEMM runs faster writing
-    /// columns, and the argmin then sweeps whole contiguous columns, which vectorises.
-    partial: &'a [f32],
+    /// `−2·x_i·c_j`, column-major (`j`-major): the GEMM runs faster writing columns, and
+    /// the argmin then sweeps whole contiguous columns, which vectorises.
+    cross: &'a [f32],
+    /// Squared norms of the centres.
+    c_sq: &'a [f32],
     k: usize,
 }
 
@@ -66,18 +71,27 @@ impl DistanceBlock<'_> {
         self.k
     }
 
-    /// `||c_j||² − 2·x_i·c_j` for every row `i` of the block: the squared distance less
-    /// the row's own norm, which is all a ranking of centres needs (and is what
-    /// scikit-learn ranks).
-    pub fn partial_col(&self, j: usize) -> &[f32] {
-        let m = self.rows();
-        &self.partial[j * m..(j + 1) * m]
+    /// `||c_j||² − 2·x_i·c_j`: the squared distance less the row's own norm, which is
+    /// all a ranking of centres needs (and is what scikit-learn ranks).
+    pub fn partial(&self, i: usize, j: usize) -> f32 {
+        self.cross[j * self.rows() + i] + self.c_sq[j]
     }
 
     /// Squared distance from row `i` of the block to centre `j`, clamped at zero because
     /// the expanded form can go slightly negative through cancellation.
     pub fn sq_dist(&self, i: usize, j: usize) -> f32 {
-        (self.x_sq[i] + self.partial[j * self.rows() + i]).max(0.0)
+        (self.x_sq[i] + self.partial(i, j)).max(0.0)
+    }
+
+    /// Squared distances of every row of the block to centre `j`, clamped at zero, into
+    /// `out` (one per row): the column-wise form of [`Self::sq_dist`], which vectorises.
+    pub fn sq_dist_col(&self, j: usize, out: &mut [f32]) {
+        let m = self.rows();
+        let cj = self.c_sq[j];
+        let col = &self.cross[j * m..(j + 1) * m];
+        for ((o, &g), &xn) in out[..m].iter_mut().zip(col).zip(self.x_sq) {
+            *o = (xn + (g + cj)).max(0.0);
+        }
     }
 
     /// The nearest centre of every row (the first one on ties) and its squared distance,
@@ -87,20 +101,38 @@ impl DistanceBlock<'_> {
         let m = self.rows();
         let labels = &mut labels[..m];
         let sq = &mut sq[..m];
-        labels.fill(0);
-        sq.fill(f32::INFINITY);
-        for j in 0..self.k {
-            for ((l, s), &v) in labels
-                .iter_mut()
-                .zip(sq.iter_mut())
-                .zip(self.partial_col(j))
-            {
-                // Strict: the first centre wins ties, as in scikit-learn's argmin.
-                if v < *s {
-                    *s = v;
-                    *l = j as u32;
+        // Rows go in groups of ARGMIN_GROUP whose running minima stay in registers while
+        // the centres' columns stream past; a fixed group width lets the compiler unroll
+        // and vectorise the compare-and-select.
+        let mut i0 = 0;
+        while i0 + ARGMIN_GROUP <= m {
+            let mut best = [f32::INFINITY; ARGMIN_GROUP];
+            let mut arg = [0u32; ARGMIN_GROUP];
+            for (j, &cj) in self.c_sq.iter().enumerate() {
+                let col = &self.cross[j * m + i0..j * m + i0 + ARGMIN_GROUP];
+                for t in 0..ARGMIN_GROUP {
+                    // Strict: the first centre wins ties, as in scikit-learn's argmin.
+                    let v = col[t] + cj;
+                    let better = v < best[t];
+                    best[t] = if better { v } else { best[t] };
+                    arg[t] = if better { j as u32 } else { arg[t] };
                 }
             }
+            sq[i0..i0 + ARGMIN_GROUP].copy_from_slice(&best);
+            labels[i0..i0 + ARGMIN_GROUP].copy_from_slice(&arg);
+            i0 += ARGMIN_GROUP;
+        }
+        for i in i0..m {
+            let (mut best, mut arg) = (f32::INFINITY, 0u32);
+            for j in 0..self.k {
+                let v = self.partial(i, j);
+                if v < best {
+                    best = v;
+                    arg = j as u32;
+                }
+            }
+            sq[i] = best;
+            labels[i] = arg;
         }
         if self.k == 0 {
             return f64::INFINITY;
@@ -119,7 +151,7 @@ fn compute_block<'a>(
     x: &'a Matrix,
     x_sq: &'a [f32],
     rhs: MatRef<'_, f32>,
-    c_sq: &[f32],
+    c_sq: &'a [f32],
     rows: Range<usize>,
     buf: &'a mut Vec<f32>,
 ) -> DistanceBlock<'a> {
@@ -134,16 +166,12 @@ fn compute_block<'a>(
     // Sequential inside the block: parallelism is across blocks, which keeps the
     // arithmetic of every block independent of the pool size.
     matmul(dst, Accum::Replace, lhs, rhs, -2.0f32, Par::Seq);
-    if m > 0 {
-        for (col, &c) in buf.chunks_exact_mut(m).zip(c_sq) {
-            col.iter_mut().for_each(|v| *v += c);
-        }
-    }
     DistanceBlock {
         start: rows.start,
         x: xb,
         x_sq: &x_sq[rows],
-        partial: &buf[..],
+        cross: &buf[..],
+        c_sq,
         k,
     }
 }

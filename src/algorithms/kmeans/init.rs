@@ -44,7 +44,8 @@ pub(super) fn kmeans_plusplus(
     centers.row_mut(0).copy_from_slice(x.row(first));
     let first_m = gather_rows(x, &[first]);
     let per_block = map_blocks(x, x_sq, &first_m, &[x_sq[first]], ctx, |blk| {
-        let d: Vec<f32> = (0..blk.rows()).map(|i| blk.sq_dist(i, 0)).collect();
+        let mut d = vec![0f32; blk.rows()];
+        blk.sq_dist_col(0, &mut d);
         let sum = d.iter().map(|&v| f64::from(v)).sum::<f64>();
         (d, sum)
     })?;
@@ -75,8 +76,9 @@ pub(super) fn kmeans_plusplus(
             let mut pots = vec![0f64; n_local_trials];
             let cur = &closest_ref[blk.start..blk.start + rows];
             for (j, (pot, out)) in pots.iter_mut().zip(mins.chunks_exact_mut(rows)).enumerate() {
-                for (i, (o, &c)) in out.iter_mut().zip(cur).enumerate() {
-                    *o = blk.sq_dist(i, j).min(c);
+                blk.sq_dist_col(j, out);
+                for (o, &c) in out.iter_mut().zip(cur) {
+                    *o = o.min(c);
                     *pot += f64::from(*o);
                 }
             }
