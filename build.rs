@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("clusterd_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Malformed protobuf is INVALID_ARGUMENT, not INTERNAL (see src/api/grpc/codec.rs).
+        .codec_path("crate::api::grpc::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

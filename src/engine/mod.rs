@@ -134,7 +134,7 @@ impl Engine {
             iteration: None,
             inertia: None,
         });
-        let loaded = self
+        let mut loaded = self
             .store
             .load(
                 &scope,
@@ -158,7 +158,8 @@ impl Engine {
                 ),
             ));
         }
-        let mut vectors = loaded.vectors.clone().ok_or_else(|| {
+        // Taken, not cloned: the engine holds one copy of the vectors (k-means makes its centred one).
+        let mut vectors = loaded.vectors.take().ok_or_else(|| {
             ApiError::internal("store returned no vectors for a vector algorithm")
         })?;
         ctx.checkpoint()?;

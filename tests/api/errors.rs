@@ -405,3 +405,69 @@ async fn members_above_the_inline_limit_are_refused_with_413() {
     let (status, resp) = server.execute_rest(KEY_A, &body).await;
     assert_eq!(status, 200, "{resp}");
 }
+
+/// Sends raw bytes as a gRPC message, to see how the server treats malformed protobuf.
+#[derive(Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+#[tokio::test]
+async fn message_that_is_not_protobuf_is_invalid_argument_not_internal() {
+    let server = TestServer::start();
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/clusterd.v1.ClusterService/Execute");
+    let status = grpc
+        .unary(
+            authed(vec![0xff, 0xff, 0xff, 0xff], KEY_A, NS),
+            path,
+            RawCodec,
+        )
+        .await
+        .expect_err("garbage is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let code = status
+        .metadata()
+        .get("x-error-code")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(code, Some("invalid_request"));
+}

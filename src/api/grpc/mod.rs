@@ -2,6 +2,7 @@
 //! and reflection (wired in `api::server`).
 
 mod cluster_service;
+pub mod codec;
 mod collection_service;
 mod convert;
 mod status;
