@@ -17,7 +17,6 @@ inertia ratios clusterd/peer (< 1 means clusterd found a better clustering) and 
 import argparse
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -62,7 +61,11 @@ def worker(args):
         res = run_sklearn(x, args.k, args.iters, args.tol)
     else:
         res = run_faiss(x, args.k, args.iters)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec from the parent,
+    # which holds the generated data; VmHWM belongs to this process's own memory.
+    with open("/proc/self/status") as f:
+        hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    res["peak_rss_mb"] = hwm_kb / 1024.0
     print(json.dumps(res))
 
 

@@ -46,29 +46,6 @@ impl From<&serde_json::Value> for ParamValue {
     }
 }
 
-impl From<&ParamValue> for serde_json::Value {
-    fn from(v: &ParamValue) -> Self {
-        match v {
-            ParamValue::Null => serde_json::Value::Null,
-            ParamValue::Bool(b) => serde_json::Value::Bool(*b),
-            ParamValue::Number(n) => {
-                if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                    serde_json::Value::from(*n as i64)
-                } else {
-                    serde_json::Number::from_f64(*n)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null)
-                }
-            }
-            ParamValue::String(s) => serde_json::Value::String(s.clone()),
-            ParamValue::List(l) => serde_json::Value::Array(l.iter().map(Into::into).collect()),
-            ParamValue::Map(m) => {
-                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.into())).collect())
-            }
-        }
-    }
-}
-
 /// The parameters of one request. Readers mark what they consumed; `finish` rejects the
 /// rest, so a misspelt or foreign parameter is an error instead of being ignored.
 #[derive(Debug, Clone, Default, PartialEq)]

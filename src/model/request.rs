@@ -230,10 +230,7 @@ impl ExecuteInput {
                 format!("must be at most {MAX_DESCRIPTION_LEN} bytes"),
             ));
         }
-        if let Some(ac) = &config.attribute_config
-            && algorithm != Algorithm::AttributeBased
-        {
-            let _ = ac;
+        if config.attribute_config.is_some() && algorithm != Algorithm::AttributeBased {
             return Err(ApiError::invalid_request(
                 "config.attribute_config",
                 format!(

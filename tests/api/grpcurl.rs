@@ -4,29 +4,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// The reference example body exactly as the document prints it.
-const REFERENCE_JSON: &str = r#"{
-  "collection_ids": [
-    "col_products_v1",
-    "col_products_v2"
-  ],
-  "compute_metrics": true,
-  "config": {
-    "algorithm": "kmeans",
-    "algorithm_params": {
-      "max_iter": 300,
-      "n_clusters": 5
-    },
-    "feature_vector": {
-      "vector_name": "text_extractor_v1_embedding"
-    },
-    "normalize_features": true
-  },
-  "include_members": false,
-  "sample_size": 10000,
-  "store_results": true
-}"#;
-
 #[tokio::test]
 async fn grpcurl_lists_services_checks_health_and_executes_reference_json() {
     let Some(grpcurl) = grpcurl() else { return };

@@ -302,29 +302,31 @@ pub fn to_proto(body: &Value) -> pb::ExecuteClusteringRequest {
     }
 }
 
-/// The reference document's example body, verbatim.
+/// The reference document's example body, exactly as the document prints it.
+pub const REFERENCE_JSON: &str = r#"{
+  "collection_ids": [
+    "col_products_v1",
+    "col_products_v2"
+  ],
+  "compute_metrics": true,
+  "config": {
+    "algorithm": "kmeans",
+    "algorithm_params": {
+      "max_iter": 300,
+      "n_clusters": 5
+    },
+    "feature_vector": {
+      "vector_name": "text_extractor_v1_embedding"
+    },
+    "normalize_features": true
+  },
+  "include_members": false,
+  "sample_size": 10000,
+  "store_results": true
+}"#;
+
 pub fn reference_body() -> Value {
-    serde_json::json!({
-      "collection_ids": [
-        "col_products_v1",
-        "col_products_v2"
-      ],
-      "compute_metrics": true,
-      "config": {
-        "algorithm": "kmeans",
-        "algorithm_params": {
-          "max_iter": 300,
-          "n_clusters": 5
-        },
-        "feature_vector": {
-          "vector_name": "text_extractor_v1_embedding"
-        },
-        "normalize_features": true
-      },
-      "include_members": false,
-      "sample_size": 10000,
-      "store_results": true
-    })
+    serde_json::from_str(REFERENCE_JSON).expect("reference JSON parses")
 }
 
 pub const REF_VECTOR: &str = "text_extractor_v1_embedding";
