@@ -74,7 +74,7 @@ impl Store {
         }
         if req.sample_size == Some(0) {
             return Err(ApiError::invalid_parameter(
-                "config.sample_size",
+                "sample_size",
                 "must be at least 1",
             ));
         }
