@@ -3,3 +3,4 @@
 
 pub mod distance;
 pub mod kmeans;
+pub mod projection;

@@ -133,6 +133,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             max_queued_runs: args.max_queued_runs,
             max_members: args.max_members,
             device: args.device,
+            ..EngineConfig::default()
         },
     )
     .map_err(|e| e.to_string())?;
@@ -151,6 +152,11 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
+        match state.engine.recover_interrupted_runs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(runs = n, "marked interrupted runs as failed"),
+            Err(e) => tracing::warn!(error = %e, "could not check for interrupted runs"),
+        }
         let listeners = Listeners::bind(&args.grpc_addr, &args.http_addr)
             .await
             .map_err(|e| e.to_string())?;

@@ -1,23 +1,31 @@
-//! The pipeline of DESIGN §3: validate -> load -> normalize -> algorithm -> response.
-//! It sees domain types only; the transports in `api/` call `Engine::execute`.
+//! The pipeline of DESIGN §3: validate -> load -> normalize -> algorithm -> metrics ->
+//! artifacts -> response. It sees domain types only; the transports in `api/` call
+//! `Engine::execute`.
 
 mod admission;
+mod lifecycle;
 mod result;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
+use tokio::sync::mpsc;
 
 use crate::algorithms::kmeans::{self, KMeansParams};
+use crate::algorithms::projection;
 use crate::gpu;
+use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, ExecuteRequest, ExecuteResponse,
-    ProgressEvent, RunContext, Scope,
+    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, ExecuteRequest, ExecuteResponse, Matrix,
+    Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord, RunState, RunStatus, Scope,
 };
-use crate::store::{LoadRequest, Store};
+use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
 
 pub use admission::Admission;
+pub use lifecycle::{HEARTBEAT, STALE_AFTER};
+use lifecycle::{RunRecorder, now_rfc3339};
+use result::{Labelled, MemberSource, Ranking};
 
 /// Engine limits and choices fixed at start-up.
 #[derive(Debug, Clone)]
@@ -29,6 +37,7 @@ pub struct EngineConfig {
     /// Most members returned inline (`include_members`); above it the request is refused.
     pub max_members: usize,
     pub device: gpu::DevicePreference,
+    pub metrics: MetricsOptions,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +47,7 @@ impl Default for EngineConfig {
             max_queued_runs: 32,
             max_members: 100_000,
             device: gpu::DevicePreference::Auto,
+            metrics: MetricsOptions::default(),
         }
     }
 }
@@ -55,6 +65,8 @@ pub struct Engine {
     config: EngineConfig,
     admission: Admission,
     device: gpu::SelectedDevice,
+    /// Names this server process in run status files.
+    instance_id: String,
 }
 
 /// The algorithm with its validated parameters, checked before any data is read.
@@ -83,6 +95,30 @@ impl Plan {
             Plan::KMeans(p) => p.random_state.unwrap_or(0),
         }
     }
+
+    fn resolved_params(&self) -> serde_json::Value {
+        match self {
+            Plan::KMeans(p) => p.resolved(),
+        }
+    }
+}
+
+/// What the computation produced, before it is ranked, stored and rendered.
+struct Computed {
+    loaded: LoadedDocuments,
+    /// The vectors as clustered (normalised when asked).
+    vectors: Matrix,
+    labelled: Labelled,
+    metrics: Option<Metrics>,
+    coordinates: Option<Vec<[f32; 2]>>,
+}
+
+/// Run ids sort newest first: 12 hex digits of (2^48 − 1 − unix millis), then 8 random.
+fn new_run_id() -> String {
+    let millis = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let inverted = 0xFFFF_FFFF_FFFFu64.saturating_sub(millis);
+    let random: u32 = rand::rng().random();
+    format!("run_{inverted:012x}{random:08x}")
 }
 
 impl Engine {
@@ -91,11 +127,13 @@ impl Engine {
             return Err(EngineError::NoRunSlots);
         }
         let device = gpu::select_device(config.device)?;
+        let instance: u64 = rand::rng().random();
         Ok(Engine {
             store: Arc::new(store),
             admission: Admission::new(config.max_concurrent_runs, config.max_queued_runs),
             config,
             device,
+            instance_id: format!("{}-{instance:016x}", std::process::id()),
         })
     }
 
@@ -107,8 +145,8 @@ impl Engine {
         self.device.info()
     }
 
-    /// Run one clustering request. `ctx` carries the cancel token and progress sink; its
-    /// seed and device are set here from the request and the engine.
+    /// Run one clustering request. `ctx` carries the caller's cancel token and progress
+    /// sink; the engine sets the seed and device from the request and itself.
     pub async fn execute(
         &self,
         caller: &Caller,
@@ -120,14 +158,92 @@ impl Engine {
         let run_id = new_run_id();
         let scope = Scope::new(&caller.org, &caller.namespace)?;
         let plan = Plan::from_request(&req)?;
-        let mut ctx = ctx;
-        ctx.seed = plan.seed();
-        ctx.device = self.device.kind();
-
         let _slot = self.admission.enter(ctx.cancel_token()).await?;
         tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
             algorithm = req.algorithm.as_str(), "run started");
 
+        let recorder = if req.store_results {
+            let now = now_rfc3339();
+            Some(
+                RunRecorder::start(
+                    self.store.clone(),
+                    scope.clone(),
+                    RunStatus {
+                        run_id: run_id.clone(),
+                        status: RunState::Running,
+                        algorithm: req.algorithm.as_str().to_owned(),
+                        collection_ids: req.collection_ids.clone(),
+                        description: req.description.clone(),
+                        created_at: created_at.clone(),
+                        updated_at: now.clone(),
+                        heartbeat_at: now,
+                        instance_id: self.instance_id.clone(),
+                        progress: None,
+                        error: None,
+                    },
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+
+        // Progress goes to the caller (streaming) and into status.json.
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
+        let run_ctx = RunContext::new(plan.seed(), self.device.kind())
+            .with_cancel(ctx.cancel_token().clone())
+            .with_progress(progress_tx);
+        let forward = |event: ProgressEvent| {
+            if let Some(r) = &recorder {
+                r.progress(&event);
+            }
+            ctx.progress(event);
+        };
+        let computation = self.compute(&scope, &req, &plan, run_ctx);
+        tokio::pin!(computation);
+        let computed = loop {
+            tokio::select! {
+                out = &mut computation => break out,
+                Some(event) = progress_rx.recv() => forward(event),
+            }
+        };
+        while let Ok(event) = progress_rx.try_recv() {
+            forward(event);
+        }
+
+        let outcome = match computed {
+            Ok(computed) => {
+                self.finish(&scope, &req, &plan, computed, run_id, created_at, started)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match (outcome, recorder) {
+            (Ok((response, record)), Some(recorder)) => match recorder.complete(&record).await {
+                Ok(()) => Ok(response),
+                Err(e) => Err(e),
+            },
+            (Ok((response, _)), None) => Ok(response),
+            (Err(e), Some(recorder)) => {
+                recorder.fail(&e).await;
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+        .inspect(|r| {
+            tracing::info!(run_id = %r.run_id, clusters = r.num_clusters,
+                documents = r.num_documents, ms = r.execution_time_ms, "run completed");
+        })
+    }
+
+    /// Load, cluster, score: everything up to the labels.
+    async fn compute(
+        &self,
+        scope: &Scope,
+        req: &ExecuteRequest,
+        plan: &Plan,
+        ctx: RunContext,
+    ) -> ApiResult<Computed> {
         ctx.progress(ProgressEvent {
             stage: "load",
             fraction: 0.0,
@@ -137,7 +253,7 @@ impl Engine {
         let mut loaded = self
             .store
             .load(
-                &scope,
+                scope,
                 &LoadRequest {
                     collection_ids: req.collection_ids.clone(),
                     vector_column: req.vector_name.clone(),
@@ -153,60 +269,194 @@ impl Engine {
             return Err(ApiError::payload_too_large(
                 Some("include_members"),
                 format!(
-                    "{n} members exceed the inline limit of {}; set sample_size or include_members false",
+                    "{n} members exceed the inline limit of {}; set sample_size, or read \
+                     members.parquet (store_results) instead",
                     self.config.max_members
                 ),
             ));
         }
-        // Taken, not cloned: the engine holds one copy of the vectors (k-means makes its centred one).
+        // Taken, not cloned: the engine holds one copy of the vectors.
         let mut vectors = loaded.vectors.take().ok_or_else(|| {
             ApiError::internal("store returned no vectors for a vector algorithm")
         })?;
         ctx.checkpoint()?;
-
-        let labels = match plan {
-            Plan::KMeans(params) => {
-                params
-                    .check_against_data(n)
-                    .map_err(|e| e.under("config.algorithm_params"))?;
-                let normalize = req.normalize_features;
-                let run_ctx = ctx.clone();
-                let fit = tokio::task::spawn_blocking(move || {
-                    if normalize {
-                        vectors.normalize_rows();
-                    }
-                    kmeans::fit(&vectors, &params, &run_ctx)
-                })
-                .await
-                .map_err(ApiError::internal)??;
-                result::Labelled {
-                    labels: fit.labels,
-                    centers: fit.centers,
-                    distances: fit.distances,
-                }
+        let Plan::KMeans(params) = plan;
+        params
+            .check_against_data(n)
+            .map_err(|e| e.under("config.algorithm_params"))?;
+        let params = params.clone();
+        let normalize = req.normalize_features;
+        let compute_metrics = req.compute_metrics;
+        let coordinates = req.save_artifacts;
+        let metrics_options = self.config.metrics.clone();
+        let (vectors, labelled, metrics, coordinates) = tokio::task::spawn_blocking(move || {
+            if normalize {
+                vectors.normalize_rows();
             }
-        };
-
-        let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let response = result::build_response(result::ResponseParts {
-            req: &req,
-            loaded: &loaded,
-            labelled: labels,
-            run_id,
-            created_at,
-            execution_time_ms,
-            seed: ctx.seed,
-            device: self.device.info(),
-        });
-        tracing::info!(run_id = %response.run_id, clusters = response.num_clusters,
-            documents = response.num_documents, ms = response.execution_time_ms, "run completed");
-        Ok(response)
+            let fit = kmeans::fit(&vectors, &params, &ctx)?;
+            let labelled = Labelled {
+                labels: fit.labels.iter().map(|&l| i64::from(l)).collect(),
+                centers: fit.centers,
+                distances: fit.distances,
+            };
+            let metrics = if compute_metrics {
+                ctx.progress(ProgressEvent {
+                    stage: "metrics",
+                    fraction: 0.0,
+                    iteration: None,
+                    inertia: None,
+                });
+                Some(metrics::compute(
+                    &vectors,
+                    &labelled.labels,
+                    &metrics_options,
+                    &ctx,
+                )?)
+            } else {
+                None
+            };
+            let coordinates = if coordinates {
+                Some(projection::pca_2d(&vectors, ctx.seed, &ctx)?)
+            } else {
+                None
+            };
+            Ok::<_, crate::model::Cancelled>((vectors, labelled, metrics, coordinates))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        Ok(Computed {
+            loaded,
+            vectors,
+            labelled,
+            metrics,
+            coordinates,
+        })
     }
-}
 
-fn new_run_id() -> String {
-    let id: u64 = rand::rng().random();
-    format!("run_{id:016x}")
+    /// Rank, store artifacts (when asked) and assemble the response and the run record.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        scope: &Scope,
+        req: &ExecuteRequest,
+        plan: &Plan,
+        computed: Computed,
+        run_id: String,
+        created_at: String,
+        started: Instant,
+    ) -> ApiResult<(ExecuteResponse, RunRecord)> {
+        let Computed {
+            loaded,
+            vectors,
+            labelled,
+            metrics,
+            coordinates,
+        } = computed;
+        let ranking = Ranking::new(&labelled.labels, labelled.centers.rows());
+        let vector_name = req.vector_name.clone().unwrap_or_default();
+        let centroids = result::centroids(&labelled, &ranking, &vector_name);
+        let source = MemberSource {
+            labelled: &labelled,
+            ranking: &ranking,
+            loaded: &loaded,
+            collection_ids: &req.collection_ids,
+            coordinates: coordinates.as_deref(),
+        };
+        let order = result::membership_order(&labelled, &ranking);
+        let members = req.include_members.then(|| {
+            order
+                .iter()
+                .map(|&(rank, row)| source.member(rank, row))
+                .collect()
+        });
+
+        let mut artifacts = Vec::new();
+        let (mut parquet_path, mut members_key) = (None, None);
+        if req.store_results {
+            let clusters = self
+                .store
+                .write_clusters(
+                    scope,
+                    &run_id,
+                    &result::cluster_rows(&centroids),
+                    vectors.cols(),
+                )
+                .await?;
+            let rows: Vec<_> = order
+                .iter()
+                .map(|&(rank, row)| source.member_row(rank, row))
+                .collect();
+            let members_written = self.store.write_members(scope, &run_id, &rows).await?;
+            drop(rows);
+            artifacts.push(clusters.clone());
+            artifacts.push(members_written.clone());
+            parquet_path = Some(clusters);
+            members_key = Some(members_written);
+            if let Some(coords) = &coordinates {
+                let sample = self
+                    .store
+                    .write_sample(
+                        scope,
+                        &run_id,
+                        &SampleArtifact {
+                            document_ids: &loaded.document_ids,
+                            collection_ids: &source.collection_of_rows(),
+                            cluster_ids: &source.cluster_ids(),
+                            coordinates: coords,
+                            vectors: &vectors,
+                        },
+                    )
+                    .await?;
+                artifacts.push(sample);
+            }
+        }
+
+        let response = ExecuteResponse {
+            success: true,
+            algorithm: req.algorithm,
+            num_clusters: ranking.num_clusters(),
+            num_documents: labelled.labels.len(),
+            centroids,
+            execution_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            run_id: run_id.clone(),
+            metrics,
+            parquet_path,
+            members_key,
+            created_at,
+            seed: plan.seed(),
+            device: self.device.info(),
+            members,
+        };
+        let record = RunRecord {
+            run_id,
+            status: RunState::Completed,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            request: RunRequestRecord {
+                collection_ids: req.collection_ids.clone(),
+                algorithm: req.algorithm.as_str().to_owned(),
+                algorithm_params: plan.resolved_params(),
+                vector_name: req.vector_name.clone(),
+                normalize_features: req.normalize_features,
+                description: req.description.clone(),
+                sample_size: req.sample_size,
+                compute_metrics: req.compute_metrics,
+                store_results: req.store_results,
+                save_artifacts: req.save_artifacts,
+            },
+            // Inline members stay out of run.json: members.parquet holds them.
+            result: ExecuteResponse {
+                members: None,
+                ..response.clone()
+            },
+            artifacts,
+        };
+        Ok((response, record))
+    }
+
+    /// Runs left `running` by a server that died become `failed: interrupted`.
+    pub async fn recover_interrupted_runs(&self) -> ApiResult<usize> {
+        self.store.recover_interrupted_runs(STALE_AFTER).await
+    }
 }
 
 #[cfg(test)]
@@ -214,9 +464,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_ids_have_the_reference_shape() {
-        let id = new_run_id();
-        assert!(id.starts_with("run_") && id.len() == 20, "{id}");
+    fn run_ids_have_the_reference_shape_and_sort_newest_first() {
+        let a = new_run_id();
+        assert!(a.starts_with("run_") && a.len() == 24, "{a}");
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let b = new_run_id();
+        assert!(b < a, "a later run sorts first: {b} < {a}");
     }
 
     #[test]

@@ -1,118 +1,167 @@
 //! Turning labels into the public result: clusters ranked by size (`cluster_001` is the
-//! largest), centroids, members.
+//! largest), noise as `"noise"` without a centroid, members sorted by cluster id.
 
-use crate::model::response::cluster_id;
-use crate::model::{Centroid, DeviceInfo, ExecuteRequest, ExecuteResponse, Matrix, Member};
-use crate::store::LoadedDocuments;
+use crate::model::response::{NOISE_CLUSTER_ID, cluster_id};
+use crate::model::{Centroid, Matrix, Member};
+use crate::store::{ClusterRow, LoadedDocuments, MemberRow};
 
-/// An algorithm's answer in internal label space (labels index `centers` rows).
+/// An algorithm's answer in internal label space: `labels[i]` indexes a row of `centers`,
+/// or is −1 for noise.
 pub struct Labelled {
-    pub labels: Vec<u32>,
+    pub labels: Vec<i64>,
     pub centers: Matrix,
-    /// Euclidean distance of each row to its centre, in the clustered space.
+    /// Euclidean distance of each row to its centre, in the clustered space (ignored for
+    /// noise).
     pub distances: Vec<f32>,
-}
-
-pub struct ResponseParts<'a> {
-    pub req: &'a ExecuteRequest,
-    pub loaded: &'a LoadedDocuments,
-    pub labelled: Labelled,
-    pub run_id: String,
-    pub created_at: String,
-    pub execution_time_ms: u64,
-    pub seed: u64,
-    pub device: DeviceInfo,
 }
 
 /// Internal label -> public rank: larger clusters first, ties by internal label so the
 /// order is deterministic. Empty clusters are dropped.
-fn rank_clusters(labels: &[u32], n_clusters: usize) -> (Vec<Option<usize>>, Vec<usize>) {
-    let mut sizes = vec![0usize; n_clusters];
-    for &l in labels {
-        if let Some(s) = sizes.get_mut(l as usize) {
-            *s += 1;
-        }
-    }
-    let mut order: Vec<usize> = (0..n_clusters).filter(|&c| sizes[c] > 0).collect();
-    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
-    let mut rank_of = vec![None; n_clusters];
-    for (rank, &c) in order.iter().enumerate() {
-        rank_of[c] = Some(rank);
-    }
-    (rank_of, order.iter().map(|&c| sizes[c]).collect())
+pub struct Ranking {
+    rank_of: Vec<Option<usize>>,
+    /// Size of each rank.
+    sizes: Vec<usize>,
+    /// Internal label of each rank.
+    label_of: Vec<usize>,
 }
 
-pub fn build_response(parts: ResponseParts<'_>) -> ExecuteResponse {
-    let ResponseParts {
-        req,
-        loaded,
-        labelled,
-        run_id,
-        created_at,
-        execution_time_ms,
-        seed,
-        device,
-    } = parts;
-    let k = labelled.centers.rows();
-    let (rank_of, sizes) = rank_clusters(&labelled.labels, k);
-    let vector_name = req.vector_name.clone().unwrap_or_default();
-    let mut by_rank: Vec<(usize, usize)> = rank_of
+impl Ranking {
+    pub fn new(labels: &[i64], n_clusters: usize) -> Self {
+        let mut sizes = vec![0usize; n_clusters];
+        for &l in labels {
+            if let Some(s) = usize::try_from(l).ok().and_then(|l| sizes.get_mut(l)) {
+                *s += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..n_clusters).filter(|&c| sizes[c] > 0).collect();
+        order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+        let mut rank_of = vec![None; n_clusters];
+        for (rank, &c) in order.iter().enumerate() {
+            rank_of[c] = Some(rank);
+        }
+        Ranking {
+            rank_of,
+            sizes: order.iter().map(|&c| sizes[c]).collect(),
+            label_of: order,
+        }
+    }
+
+    pub fn num_clusters(&self) -> usize {
+        self.sizes.len()
+    }
+
+    fn rank(&self, label: i64) -> Option<usize> {
+        usize::try_from(label)
+            .ok()
+            .and_then(|l| self.rank_of.get(l).copied().flatten())
+    }
+
+    fn id(&self, rank: Option<usize>) -> String {
+        match rank {
+            Some(r) => cluster_id(r, self.num_clusters()),
+            None => NOISE_CLUSTER_ID.to_owned(),
+        }
+    }
+}
+
+pub fn centroids(labelled: &Labelled, ranking: &Ranking, vector_name: &str) -> Vec<Centroid> {
+    ranking
+        .label_of
         .iter()
         .enumerate()
-        .filter_map(|(label, r)| r.map(|r| (r, label)))
-        .collect();
-    by_rank.sort_unstable();
-    let centroids = by_rank
-        .iter()
-        .map(|&(rank, label)| Centroid {
-            cluster_id: cluster_id(rank),
+        .map(|(rank, &label)| Centroid {
+            cluster_id: ranking.id(Some(rank)),
             centroid_vector: labelled.centers.row(label).to_vec(),
-            num_members: sizes[rank],
+            num_members: ranking.sizes[rank],
             feature_dimensions: labelled.centers.cols(),
-            vector_name: vector_name.clone(),
+            vector_name: vector_name.to_owned(),
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
 
-    let members = req.include_members.then(|| {
-        let mut rows: Vec<(usize, usize)> = labelled
+pub fn cluster_rows(centroids: &[Centroid]) -> Vec<ClusterRow> {
+    centroids
+        .iter()
+        .map(|c| ClusterRow {
+            cluster_id: c.cluster_id.clone(),
+            label: None,
+            size: c.num_members as u64,
+            centroid: c.centroid_vector.clone(),
+            keywords: Vec::new(),
+            summary: None,
+            parent_cluster_id: None,
+            level: None,
+            vector_name: Some(c.vector_name.clone()),
+        })
+        .collect()
+}
+
+/// Rows in membership order: by cluster rank (= by cluster id as a string), noise last,
+/// then in load order.
+pub fn membership_order(labelled: &Labelled, ranking: &Ranking) -> Vec<(Option<usize>, usize)> {
+    let mut rows: Vec<(Option<usize>, usize)> = labelled
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(row, &l)| (ranking.rank(l), row))
+        .collect();
+    // None (noise) after every cluster: "noise" sorts after "cluster_…".
+    rows.sort_unstable_by_key(|&(rank, row)| (rank.is_none(), rank, row));
+    rows
+}
+
+pub struct MemberSource<'a> {
+    pub labelled: &'a Labelled,
+    pub ranking: &'a Ranking,
+    pub loaded: &'a LoadedDocuments,
+    pub collection_ids: &'a [String],
+    pub coordinates: Option<&'a [[f32; 2]]>,
+}
+
+impl MemberSource<'_> {
+    fn collection(&self, row: usize) -> String {
+        self.collection_ids
+            .get(self.loaded.collection_index[row] as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn distance(&self, rank: Option<usize>, row: usize) -> Option<f32> {
+        rank.and(self.labelled.distances.get(row).copied())
+    }
+
+    pub fn member(&self, rank: Option<usize>, row: usize) -> Member {
+        Member {
+            document_id: self.loaded.document_ids[row].clone(),
+            collection_id: self.collection(row),
+            cluster_id: self.ranking.id(rank),
+            distance_to_centroid: self.distance(rank, row).map(f64::from),
+        }
+    }
+
+    pub fn member_row(&self, rank: Option<usize>, row: usize) -> MemberRow {
+        MemberRow {
+            document_id: self.loaded.document_ids[row].clone(),
+            collection_id: self.collection(row),
+            cluster_id: self.ranking.id(rank),
+            distance_to_centroid: self.distance(rank, row),
+            coordinates: self.coordinates.and_then(|c| c.get(row).copied()),
+        }
+    }
+
+    /// Cluster id of each row, in load order.
+    pub fn cluster_ids(&self) -> Vec<String> {
+        self.labelled
             .labels
             .iter()
-            .enumerate()
-            .filter_map(|(row, &l)| rank_of.get(l as usize).copied().flatten().map(|r| (r, row)))
-            .collect();
-        // Sorted by cluster, then by load order, as members.parquet will be.
-        rows.sort_unstable();
-        rows.into_iter()
-            .map(|(rank, row)| Member {
-                document_id: loaded.document_ids[row].clone(),
-                collection_id: req
-                    .collection_ids
-                    .get(loaded.collection_index[row] as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                cluster_id: cluster_id(rank),
-                distance_to_centroid: labelled.distances.get(row).map(|&d| f64::from(d)),
-            })
+            .map(|&l| self.ranking.id(self.ranking.rank(l)))
             .collect()
-    });
+    }
 
-    ExecuteResponse {
-        success: true,
-        algorithm: req.algorithm,
-        num_clusters: centroids.len(),
-        num_documents: labelled.labels.len(),
-        centroids,
-        execution_time_ms,
-        run_id,
-        // Metrics and stored artifacts are not computed by this version: absent and
-        // null rather than invented.
-        metrics: None,
-        parquet_path: None,
-        members_key: None,
-        created_at,
-        seed,
-        device,
-        members,
+    pub fn collection_of_rows(&self) -> Vec<String> {
+        (0..self.labelled.labels.len())
+            .map(|r| self.collection(r))
+            .collect()
     }
 }
 
@@ -122,9 +171,32 @@ mod tests {
 
     #[test]
     fn ranks_by_size_then_label_and_drops_empty_clusters() {
-        let labels = [2, 0, 2, 1, 2, 0];
-        let (rank_of, sizes) = rank_clusters(&labels, 4);
-        assert_eq!(rank_of, vec![Some(1), Some(2), Some(0), None]);
-        assert_eq!(sizes, vec![3, 2, 1]);
+        let r = Ranking::new(&[2, 0, 2, 1, 2, 0, -1], 4);
+        assert_eq!(r.rank_of, vec![Some(1), Some(2), Some(0), None]);
+        assert_eq!(r.sizes, vec![3, 2, 1]);
+        assert_eq!(r.id(r.rank(-1)), "noise");
+        assert_eq!(r.id(r.rank(2)), "cluster_001");
+    }
+
+    #[test]
+    fn noise_comes_after_every_cluster_in_membership_order() {
+        let labelled = Labelled {
+            labels: vec![-1, 1, 0, 1],
+            centers: Matrix::zeros(2, 1),
+            distances: vec![0.0; 4],
+        };
+        let ranking = Ranking::new(&labelled.labels, 2);
+        let order = membership_order(&labelled, &ranking);
+        assert_eq!(
+            order,
+            vec![(Some(0), 1), (Some(0), 3), (Some(1), 2), (None, 0)]
+        );
+    }
+
+    #[test]
+    fn wide_runs_pad_every_id_alike() {
+        assert_eq!(cluster_id(0, 5), "cluster_001");
+        assert_eq!(cluster_id(9, 1500), "cluster_0010");
+        assert!(cluster_id(999, 1500) < cluster_id(1000, 1500));
     }
 }

@@ -49,7 +49,7 @@ pub fn select_device(pref: DevicePreference) -> Result<SelectedDevice, DeviceErr
         DevicePreference::Gpu => Err(DeviceError::GpuUnavailable),
         DevicePreference::Auto | DevicePreference::Cpu => Ok(SelectedDevice {
             info: DeviceInfo {
-                kind: "cpu",
+                kind: "cpu".to_owned(),
                 name: cpu_name(),
                 backend: format!("native ({} threads)", rayon::current_num_threads()),
             },

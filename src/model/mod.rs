@@ -10,6 +10,7 @@ pub mod names;
 pub mod params;
 pub mod request;
 pub mod response;
+pub mod run;
 
 pub use context::{Cancelled, DeviceKind, ProgressEvent, RunContext};
 pub use document::DocumentRecord;
@@ -19,3 +20,4 @@ pub use names::{Scope, validate_name};
 pub use params::{ParamMap, ParamValue};
 pub use request::{Algorithm, Caller, ExecuteInput, ExecuteRequest};
 pub use response::{Centroid, DeviceInfo, ExecuteResponse, Member, Metrics};
+pub use run::{RunError, RunProgress, RunRecord, RunRequestRecord, RunState, RunStatus, RunView};

@@ -48,21 +48,36 @@ impl Algorithm {
     }
 
     pub fn parse(field: &str, name: &str) -> ApiResult<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
-                ApiError::invalid_request(
-                    field,
-                    format!("unknown algorithm {name:?}; one of {}", names.join(", ")),
-                )
-            })
+        Self::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
+            ApiError::invalid_request(
+                field,
+                format!("unknown algorithm {name:?}; one of {}", names.join(", ")),
+            )
+        })
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
     /// Whether the algorithm clusters a vector column (all but attribute_based).
     pub fn uses_vectors(self) -> bool {
         self != Algorithm::AttributeBased
+    }
+}
+
+impl serde::Serialize for Algorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Algorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown algorithm {name:?}")))
     }
 }
 
@@ -255,11 +270,12 @@ impl ExecuteInput {
                 "attribute_based clustering is not available yet",
             ));
         }
+        let store_results = self.store_results.unwrap_or(true);
         let save_artifacts = self.save_artifacts.unwrap_or(false);
-        if save_artifacts {
-            return Err(ApiError::unimplemented(
+        if save_artifacts && !store_results {
+            return Err(ApiError::invalid_request(
                 "save_artifacts",
-                "saving run artifacts (sample.parquet) is not available yet",
+                "needs store_results: with store_results false nothing is persisted",
             ));
         }
         Ok(ExecuteRequest {
@@ -270,7 +286,7 @@ impl ExecuteInput {
             normalize_features: config.normalize_features.unwrap_or(true),
             description: config.description,
             sample_size,
-            store_results: self.store_results.unwrap_or(true),
+            store_results,
             include_members: self.include_members.unwrap_or(false),
             compute_metrics: self.compute_metrics.unwrap_or(true),
             save_artifacts,

@@ -1,14 +1,20 @@
-//! What a run returns, before a transport renders it.
+//! What a run returns. The serde shape is the public JSON of the reference response (REST
+//! renders it directly; `run.json` stores it), so field names here are the contract.
 
-#[derive(Debug, Clone, PartialEq)]
+use serde::{Deserialize, Serialize};
+
+use super::request::Algorithm;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// "cpu" or "gpu".
-    pub kind: &'static str,
+    #[serde(rename = "type")]
+    pub kind: String,
     pub name: String,
     pub backend: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Centroid {
     pub cluster_id: String,
     pub centroid_vector: Vec<f32>,
@@ -17,7 +23,7 @@ pub struct Centroid {
     pub vector_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub document_id: String,
     pub collection_id: String,
@@ -25,24 +31,29 @@ pub struct Member {
     pub distance_to_centroid: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Metrics {
     pub silhouette_score: Option<f64>,
     pub davies_bouldin_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calinski_harabasz_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_noise: Option<usize>,
+    /// Why a score is absent, or that the silhouette was computed on a sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteResponse {
     pub success: bool,
-    pub algorithm: super::request::Algorithm,
+    pub algorithm: Algorithm,
     pub num_clusters: usize,
     pub num_documents: usize,
     pub centroids: Vec<Centroid>,
     pub execution_time_ms: u64,
     pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     pub parquet_path: Option<String>,
     pub members_key: Option<String>,
@@ -50,10 +61,17 @@ pub struct ExecuteResponse {
     pub created_at: String,
     pub seed: u64,
     pub device: DeviceInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
 }
 
-/// `cluster_001`, `cluster_002`, ... (1-based rank by size).
-pub fn cluster_id(rank: usize) -> String {
-    format!("cluster_{:03}", rank + 1)
+/// `cluster_001`, `cluster_002`, ... (1-based rank by size). With 1000 clusters or more
+/// every id of the run gets the same wider padding, so that sorting ids as strings (as
+/// members.parquet is sorted) keeps the size order.
+pub fn cluster_id(rank: usize, num_clusters: usize) -> String {
+    let width = num_clusters.to_string().len().max(3);
+    format!("cluster_{:0width$}", rank + 1)
 }
+
+/// The cluster id of noise members (label −1); noise has no centroid row.
+pub const NOISE_CLUSTER_ID: &str = "noise";

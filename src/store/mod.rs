@@ -4,10 +4,12 @@
 //! parts, keeps the latest row of each document id, samples, and projects only the
 //! columns a run needs.
 
+mod artifacts;
 mod error;
 mod load;
 mod paths;
 mod reader;
+mod runs;
 mod sample;
 mod upload;
 
@@ -24,9 +26,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::model::{ApiError, ApiResult, Matrix, Scope, validate_name};
 
+pub use artifacts::{ArtifactBody, ClusterRow, MemberRow, SampleArtifact};
 pub use error::StoreError;
 use error::{internal_os, parquet_error};
+pub use paths::run_key;
 use reader::{DOCUMENT_ID, Part, vector_type};
+pub use runs::RunPage;
 
 /// How many footers are fetched at once when a call needs many (S3 latency dominates).
 const FOOTER_CONCURRENCY: usize = 8;

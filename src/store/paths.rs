@@ -53,6 +53,33 @@ pub(crate) fn is_part(dir: &Path, location: &Path) -> bool {
     }
 }
 
+pub(crate) const RUNS: &str = "engine_cluster_build";
+pub(crate) const STATUS_FILE: &str = "status.json";
+pub(crate) const RECORD_FILE: &str = "run.json";
+
+/// `{org}/{namespace}/engine_cluster_build/{run_id}/{file}`, relative to the store prefix.
+/// This is the key callers show to users (`parquet_path`, `members_key`); it does not
+/// validate, so build store locations with [`run_file`] instead.
+pub fn run_key(scope: &Scope, run_id: &str, file: &str) -> String {
+    format!(
+        "{}/{}/{RUNS}/{run_id}/{file}",
+        scope.org(),
+        scope.namespace()
+    )
+}
+
+/// `{org}/{namespace}/engine_cluster_build`
+pub(crate) fn runs_root(scope: &Scope) -> Path {
+    Path::from_iter([scope.org(), scope.namespace(), RUNS])
+}
+
+/// `{org}/{namespace}/engine_cluster_build/{run_id}/{file}`, with the run id validated.
+/// `file` is always one of our constant names, never request input.
+pub(crate) fn run_file(scope: &Scope, run_id: &str, file: &str) -> ApiResult<Path> {
+    validate_name("run_id", run_id)?;
+    Ok(runs_root(scope).join(run_id).join(file))
+}
+
 /// The file name of a key, for messages (the prefix above it is ours, not the caller's).
 pub(crate) fn file_name(location: &Path) -> String {
     location.filename().unwrap_or_default().to_owned()

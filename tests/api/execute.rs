@@ -55,10 +55,24 @@ async fn reference_request_works_verbatim_over_rest() {
     );
     assert!(created.ends_with('Z'));
     assert!(body["execution_time_ms"].is_u64());
-    // Metrics and stored artifacts are not computed yet: absent and null, never invented.
-    assert!(body.get("metrics").is_none(), "{body}");
-    assert_eq!(body["parquet_path"], Value::Null);
-    assert_eq!(body["members_key"], Value::Null);
+    // Real metrics (compute_metrics defaults to true) and fetchable artifact keys.
+    let m = &body["metrics"];
+    let sil = m["silhouette_score"].as_f64().expect("silhouette");
+    assert!((-1.0..=1.0).contains(&sil), "{m}");
+    assert!(
+        m["davies_bouldin_score"].as_f64().is_some_and(|v| v >= 0.0),
+        "{m}"
+    );
+    assert!(
+        m["calinski_harabasz_score"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    assert_eq!(m["num_noise"], 0);
+    let prefix = format!("{ORG_A}/{NS}/engine_cluster_build/{run_id}");
+    assert_eq!(body["parquet_path"], format!("{prefix}/clusters.parquet"));
+    assert_eq!(body["members_key"], format!("{prefix}/members.parquet"));
     assert!(body.get("members").is_none());
     assert_eq!(body["seed"], 0);
     assert_eq!(body["device"]["type"], "cpu");
@@ -76,7 +90,17 @@ async fn reference_request_works_over_grpc_and_streaming() {
     assert!(resp.success);
     assert_eq!((resp.num_clusters, resp.num_documents), (5, 600));
     assert_eq!(resp.centroids[0].cluster_id, "cluster_001");
-    assert_eq!(resp.parquet_path, None);
+    assert!(
+        resp.parquet_path
+            .as_deref()
+            .is_some_and(|p| p.ends_with(&format!("{}/clusters.parquet", resp.run_id)))
+    );
+    assert!(
+        resp.metrics
+            .as_ref()
+            .and_then(|m| m.silhouette_score)
+            .is_some()
+    );
 
     let mut stream = client
         .execute_stream(authed(to_proto(&reference_body()), KEY_A, NS))

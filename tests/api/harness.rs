@@ -70,7 +70,16 @@ impl TestServer {
     }
 
     pub fn start_with(opts: Options) -> Self {
-        let dir = temp_dir("srv");
+        Self::start_in_with(temp_dir("srv"), opts)
+    }
+
+    /// Start on an existing directory (its `data/` is the store), e.g. one prepared with
+    /// files a previous server left behind.
+    pub fn start_in(dir: &Path) -> Self {
+        Self::start_in_with(dir.to_path_buf(), Options::default())
+    }
+
+    fn start_in_with(dir: PathBuf, opts: Options) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--store")

@@ -7,3 +7,4 @@ mod errors;
 mod execute;
 mod grpcurl;
 mod harness;
+mod runs;

@@ -96,6 +96,23 @@ impl KMeansParams {
         }
         Ok(())
     }
+
+    /// The parameters as run, every default resolved, for the run record. `algorithm` is
+    /// what ran (our Lloyd iteration), whichever of lloyd/elkan was asked for.
+    pub fn resolved(&self) -> serde_json::Value {
+        serde_json::json!({
+            "n_clusters": self.n_clusters,
+            "init": match self.init {
+                KMeansInit::KMeansPlusPlus => "k-means++",
+                KMeansInit::Random => "random",
+            },
+            "n_init": self.n_init,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "random_state": self.random_state,
+            "algorithm": "lloyd",
+        })
+    }
 }
 
 fn to_usize(field: &str, v: Option<i64>) -> ApiResult<Option<usize>> {

@@ -10,8 +10,11 @@ use tonic::{Request, Response, Status};
 
 use super::pb::cluster_service_server::ClusterService;
 use super::{caller_from_metadata, convert, pb, to_status};
-use crate::api::AppState;
-use crate::model::{ApiResult, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext};
+use crate::api::{AppState, page_limit};
+use crate::model::{
+    ApiResult, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext, RunState, Scope,
+    validate_name,
+};
 
 pub struct ClusterApi {
     state: AppState,
@@ -44,6 +47,85 @@ fn progress_event(e: ProgressEvent) -> pb::ExecuteEvent {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecuteEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
+
+/// Largest artifact chunk per message, well under any message cap.
+const ARTIFACT_CHUNK: usize = 1 << 20;
+
+impl ClusterApi {
+    fn scope(&self, md: &tonic::metadata::MetadataMap) -> ApiResult<Scope> {
+        let caller = caller_from_metadata(&self.state, md)?;
+        Scope::new(&caller.org, &caller.namespace)
+    }
+
+    async fn get_run_inner(&self, request: Request<pb::GetRunRequest>) -> ApiResult<pb::Run> {
+        let scope = self.scope(request.metadata())?;
+        let run_id = request.into_inner().run_id;
+        validate_name("run_id", &run_id)?;
+        let view = self.state.engine.store().get_run(&scope, &run_id).await?;
+        Ok(convert::run(view))
+    }
+
+    async fn list_runs_inner(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> ApiResult<pb::ListRunsResponse> {
+        let scope = self.scope(request.metadata())?;
+        let req = request.into_inner();
+        let limit = page_limit(req.limit.map(i64::from))?;
+        let status = req
+            .status
+            .as_deref()
+            .map(|s| RunState::parse("status", s))
+            .transpose()?;
+        let page = self
+            .state
+            .engine
+            .store()
+            .list_runs(&scope, limit, req.page_token.as_deref(), status)
+            .await?;
+        Ok(pb::ListRunsResponse {
+            runs: page
+                .runs
+                .into_iter()
+                .map(|status| {
+                    convert::run(crate::model::RunView {
+                        status,
+                        record: None,
+                    })
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    async fn get_artifact_inner(
+        &self,
+        request: Request<pb::GetArtifactRequest>,
+    ) -> ApiResult<ChunkStream> {
+        use futures::StreamExt;
+        let scope = self.scope(request.metadata())?;
+        let req = request.into_inner();
+        validate_name("run_id", &req.run_id)?;
+        let body = self
+            .state
+            .engine
+            .store()
+            .get_artifact(&scope, &req.run_id, &req.name)
+            .await?;
+        let chunks = body.stream.flat_map(|piece| {
+            let messages: Vec<Result<pb::ArtifactChunk, Status>> = match piece {
+                Ok(bytes) => bytes
+                    .chunks(ARTIFACT_CHUNK)
+                    .map(|c| Ok(pb::ArtifactChunk { data: c.to_vec() }))
+                    .collect(),
+                Err(e) => vec![Err(to_status(e))],
+            };
+            futures::stream::iter(messages)
+        });
+        Ok(Box::pin(chunks))
+    }
+}
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
@@ -107,5 +189,37 @@ impl ClusterService for ClusterApi {
             let _ = tx.send(last).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.get_run_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        self.list_runs_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    type GetArtifactStream = ChunkStream;
+
+    async fn get_artifact(
+        &self,
+        request: Request<pb::GetArtifactRequest>,
+    ) -> Result<Response<Self::GetArtifactStream>, Status> {
+        self.get_artifact_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }
 }

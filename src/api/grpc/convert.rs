@@ -10,6 +10,7 @@ use crate::model::request::{
 };
 use crate::model::{
     ApiError, ApiResult, DocumentRecord, ExecuteInput, ExecuteResponse, ParamMap, ParamValue,
+    RunView,
 };
 use crate::store::CollectionInfo;
 
@@ -140,7 +141,7 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
         created_at: r.created_at,
         seed: u32::try_from(r.seed).unwrap_or(u32::MAX),
         device: Some(pb::DeviceInfo {
-            r#type: r.device.kind.to_owned(),
+            r#type: r.device.kind,
             name: r.device.name,
             backend: r.device.backend,
         }),
@@ -197,5 +198,70 @@ pub fn collection(c: CollectionInfo) -> pb::Collection {
             })
             .collect(),
         attribute_columns: c.attribute_columns,
+    }
+}
+
+fn prost_value(v: &serde_json::Value) -> prost_types::Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(prost_value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(prost_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn prost_struct(m: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.iter().map(|(k, v)| (k.clone(), prost_value(v))).collect(),
+    }
+}
+
+pub fn run(view: RunView) -> pb::Run {
+    let RunView { status: s, record } = view;
+    let (result, request, version, artifacts) = match record {
+        Some(r) => {
+            let request = match serde_json::to_value(&r.request) {
+                Ok(serde_json::Value::Object(m)) => Some(prost_struct(&m)),
+                _ => None,
+            };
+            (
+                Some(execute_response(r.result)),
+                request,
+                Some(r.version),
+                r.artifacts,
+            )
+        }
+        None => (None, None, None, Vec::new()),
+    };
+    pb::Run {
+        run_id: s.run_id,
+        status: s.status.as_str().to_owned(),
+        algorithm: s.algorithm,
+        collection_ids: s.collection_ids,
+        description: s.description,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        heartbeat_at: s.heartbeat_at,
+        instance_id: s.instance_id,
+        progress: s.progress.map(|p| pb::ProgressEvent {
+            stage: p.stage,
+            fraction: p.fraction,
+            iteration: p.iteration.map(|i| i32::try_from(i).unwrap_or(i32::MAX)),
+            inertia: p.inertia,
+        }),
+        error: s.error.map(|e| pb::RunError {
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        }),
+        result,
+        request,
+        version,
+        artifacts,
     }
 }

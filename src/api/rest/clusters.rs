@@ -6,16 +6,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-use super::dto::{ExecuteBody, ExecuteResponseJson};
+use super::dto::ExecuteBody;
 use super::{RestResult, caller, parse_json, read_body};
 use crate::api::AppState;
-use crate::model::{DeviceKind, ExecuteInput, RunContext};
+use crate::model::{DeviceKind, ExecuteInput, ExecuteResponse, RunContext};
 
 pub async fn execute(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> RestResult<Json<ExecuteResponseJson>> {
+) -> RestResult<Json<ExecuteResponse>> {
     let caller = caller(&state, &headers)?;
     let bytes = read_body(&headers, body, state.limits.max_json_bytes).await?;
     let input: ExecuteInput = parse_json::<ExecuteBody>(&bytes)?.into();
@@ -25,5 +25,5 @@ pub async fn execute(
     let _guard = cancel.clone().drop_guard();
     let ctx = RunContext::new(0, DeviceKind::Cpu).with_cancel(cancel);
     let response = state.engine.execute(&caller, req, ctx).await?;
-    Ok(Json(response.into()))
+    Ok(Json(response))
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::model::request::{
     AttributeConfigInput, ConfigInput, FeatureVectorInput, LlmLabelingInput,
 };
-use crate::model::{ExecuteInput, ExecuteResponse, ParamMap, ParamValue};
+use crate::model::{ExecuteInput, ParamMap, ParamValue};
 use crate::store::CollectionInfo;
 
 /// An integer that may be written as an integral float (`5.0`), but not `5.5`.
@@ -141,113 +141,6 @@ impl From<ExecuteBody> for ExecuteInput {
             include_members: b.include_members,
             compute_metrics: b.compute_metrics,
             save_artifacts: b.save_artifacts,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct CentroidJson {
-    cluster_id: String,
-    centroid_vector: Vec<f32>,
-    num_members: usize,
-    feature_dimensions: usize,
-    vector_name: String,
-}
-
-#[derive(Serialize)]
-struct MetricsJson {
-    silhouette_score: Option<f64>,
-    davies_bouldin_score: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    calinski_harabasz_score: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    num_noise: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DeviceJson {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: String,
-    backend: String,
-}
-
-#[derive(Serialize)]
-struct MemberJson {
-    document_id: String,
-    collection_id: String,
-    cluster_id: String,
-    distance_to_centroid: Option<f64>,
-}
-
-#[derive(Serialize)]
-pub struct ExecuteResponseJson {
-    success: bool,
-    algorithm: &'static str,
-    num_clusters: usize,
-    num_documents: usize,
-    centroids: Vec<CentroidJson>,
-    execution_time_ms: u64,
-    run_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics: Option<MetricsJson>,
-    parquet_path: Option<String>,
-    members_key: Option<String>,
-    created_at: String,
-    seed: u64,
-    device: DeviceJson,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    members: Option<Vec<MemberJson>>,
-}
-
-impl From<ExecuteResponse> for ExecuteResponseJson {
-    fn from(r: ExecuteResponse) -> Self {
-        ExecuteResponseJson {
-            success: r.success,
-            algorithm: r.algorithm.as_str(),
-            num_clusters: r.num_clusters,
-            num_documents: r.num_documents,
-            centroids: r
-                .centroids
-                .into_iter()
-                .map(|c| CentroidJson {
-                    cluster_id: c.cluster_id,
-                    centroid_vector: c.centroid_vector,
-                    num_members: c.num_members,
-                    feature_dimensions: c.feature_dimensions,
-                    vector_name: c.vector_name,
-                })
-                .collect(),
-            execution_time_ms: r.execution_time_ms,
-            run_id: r.run_id,
-            metrics: r.metrics.map(|m| MetricsJson {
-                silhouette_score: m.silhouette_score,
-                davies_bouldin_score: m.davies_bouldin_score,
-                calinski_harabasz_score: m.calinski_harabasz_score,
-                num_noise: m.num_noise,
-                note: m.note,
-            }),
-            parquet_path: r.parquet_path,
-            members_key: r.members_key,
-            created_at: r.created_at,
-            seed: r.seed,
-            device: DeviceJson {
-                kind: r.device.kind,
-                name: r.device.name,
-                backend: r.device.backend,
-            },
-            members: r.members.map(|ms| {
-                ms.into_iter()
-                    .map(|m| MemberJson {
-                        document_id: m.document_id,
-                        collection_id: m.collection_id,
-                        cluster_id: m.cluster_id,
-                        distance_to_centroid: m.distance_to_centroid,
-                    })
-                    .collect()
-            }),
         }
     }
 }

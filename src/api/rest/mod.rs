@@ -6,6 +6,7 @@
 mod clusters;
 mod collections;
 mod dto;
+mod runs;
 
 use axum::Router;
 use axum::body::Body;
@@ -29,6 +30,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/collections/{collection_id}/documents",
             post(collections::upload),
+        )
+        .route("/v1/clusters/runs", get(runs::list))
+        .route("/v1/clusters/runs/{run_id}", get(runs::get))
+        .route(
+            "/v1/clusters/runs/{run_id}/artifacts/{name}",
+            get(runs::artifact),
         )
         .route("/healthz", get(healthz))
         .fallback(not_found)

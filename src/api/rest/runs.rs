@@ -1,0 +1,138 @@
+//! `/v1/clusters/runs`: get a run, list runs, download an artifact.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{RestResult, caller};
+use crate::api::{AppState, page_limit};
+use crate::model::{
+    ApiError, ApiResult, ExecuteResponse, RunRequestRecord, RunState, RunStatus, RunView, Scope,
+    validate_name,
+};
+
+fn scope(state: &AppState, headers: &HeaderMap) -> ApiResult<Scope> {
+    let c = caller(state, headers)?;
+    Scope::new(&c.org, &c.namespace)
+}
+
+/// A run as JSON: the status fields, and once completed the result, the resolved request,
+/// the version and the artifact keys.
+#[derive(Serialize)]
+pub struct RunJson {
+    #[serde(flatten)]
+    status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<ExecuteResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<RunRequestRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifacts: Option<Vec<String>>,
+}
+
+impl From<RunView> for RunJson {
+    fn from(v: RunView) -> Self {
+        let (result, request, version, artifacts) = match v.record {
+            Some(r) => (
+                Some(r.result),
+                Some(r.request),
+                Some(r.version),
+                Some(r.artifacts),
+            ),
+            None => (None, None, None, None),
+        };
+        RunJson {
+            status: v.status,
+            result,
+            request,
+            version,
+            artifacts,
+        }
+    }
+}
+
+fn run_id_from(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    let Path(id) = path.map_err(|e| ApiError::invalid_request("run_id", e.body_text()))?;
+    validate_name("run_id", &id)?;
+    Ok(id)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> RestResult<Json<RunJson>> {
+    let scope = scope(&state, &headers)?;
+    let run_id = run_id_from(path)?;
+    let view = state.engine.store().get_run(&scope, &run_id).await?;
+    Ok(Json(view.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRunsQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> RestResult<Json<serde_json::Value>> {
+    let scope = scope(&state, &headers)?;
+    let q: ListRunsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid_request("query", e.to_string()))?;
+    let limit = page_limit(q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| RunState::parse("status", s))
+        .transpose()?;
+    let page = state
+        .engine
+        .store()
+        .list_runs(&scope, limit, q.page_token.as_deref(), status)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "runs": page.runs,
+        "next_page_token": page.next_page_token,
+    })))
+}
+
+pub async fn artifact(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> RestResult<Response> {
+    let scope = scope(&state, &headers)?;
+    let Path((run_id, name)) =
+        path.map_err(|e| ApiError::invalid_request("run_id", e.body_text()))?;
+    validate_name("run_id", &run_id)?;
+    let body = state
+        .engine
+        .store()
+        .get_artifact(&scope, &run_id, &name)
+        .await?;
+    let mut response = Body::from_stream(body.stream).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apache.parquet"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}

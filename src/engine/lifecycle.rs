@@ -1,0 +1,147 @@
+//! The run lifecycle of DESIGN §2: `status.json` written when a run starts and kept
+//! current by a heartbeat, artifacts next, `run.json` last, then the final status.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{
+    ApiError, ApiResult, ErrorCode, ProgressEvent, RunError, RunProgress, RunRecord, RunState,
+    RunStatus, Scope,
+};
+use crate::store::Store;
+
+/// How often a running run refreshes `status.json`.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A `running` run whose heartbeat is older than this was interrupted (checked at
+/// start-up). Twelve missed heartbeats: long enough for a slow object store.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub struct RunRecorder {
+    store: Arc<Store>,
+    scope: Scope,
+    status: Arc<Mutex<RunStatus>>,
+    stop: CancellationToken,
+    heartbeat: JoinHandle<()>,
+}
+
+fn snapshot(status: &Mutex<RunStatus>) -> RunStatus {
+    match status.lock() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn update(status: &Mutex<RunStatus>, f: impl FnOnce(&mut RunStatus)) {
+    match status.lock() {
+        Ok(mut s) => f(&mut s),
+        Err(poisoned) => f(&mut poisoned.into_inner()),
+    }
+}
+
+impl RunRecorder {
+    /// Write the initial `status.json` (a failure here fails the request: a run we cannot
+    /// record must not run unrecorded) and start the heartbeat.
+    pub async fn start(store: Arc<Store>, scope: Scope, status: RunStatus) -> ApiResult<Self> {
+        store.put_run_status(&scope, &status).await?;
+        let status = Arc::new(Mutex::new(status));
+        let stop = CancellationToken::new();
+        let heartbeat = tokio::spawn({
+            let (store, scope, status, stop) =
+                (store.clone(), scope.clone(), status.clone(), stop.clone());
+            async move {
+                let mut tick = tokio::time::interval(HEARTBEAT);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            let now = now_rfc3339();
+                            update(&status, |s| {
+                                s.heartbeat_at = now.clone();
+                                s.updated_at = now;
+                            });
+                            let current = snapshot(&status);
+                            if let Err(e) = store.put_run_status(&scope, &current).await {
+                                tracing::warn!(run_id = %current.run_id, error = %e, "heartbeat not written");
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(RunRecorder {
+            store,
+            scope,
+            status,
+            stop,
+            heartbeat,
+        })
+    }
+
+    /// Remember the latest progress; the next heartbeat writes it.
+    pub fn progress(&self, e: &ProgressEvent) {
+        update(&self.status, |s| {
+            s.progress = Some(RunProgress {
+                stage: e.stage.to_owned(),
+                fraction: e.fraction,
+                iteration: e.iteration,
+                inertia: e.inertia,
+            })
+        });
+    }
+
+    async fn stop_heartbeat(&mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.heartbeat).await;
+    }
+
+    /// `run.json` first, then the status: a reader never sees "completed" without the
+    /// record.
+    pub async fn complete(mut self, record: &RunRecord) -> ApiResult<()> {
+        self.stop_heartbeat().await;
+        self.store.put_run_record(&self.scope, record).await?;
+        let now = now_rfc3339();
+        update(&self.status, |s| {
+            s.status = RunState::Completed;
+            s.heartbeat_at = now.clone();
+            s.updated_at = now;
+            s.progress = Some(RunProgress {
+                stage: "done".to_owned(),
+                fraction: 1.0,
+                iteration: None,
+                inertia: None,
+            });
+        });
+        self.store
+            .put_run_status(&self.scope, &snapshot(&self.status))
+            .await
+    }
+
+    /// Record a failure (or a cancellation). Errors writing it are logged: the caller is
+    /// already answering with the run's own error.
+    pub async fn fail(mut self, error: &ApiError) {
+        self.stop_heartbeat().await;
+        let now = now_rfc3339();
+        update(&self.status, |s| {
+            s.status = if error.code == ErrorCode::Cancelled {
+                RunState::Cancelled
+            } else {
+                RunState::Failed
+            };
+            s.error = Some(RunError::from(error));
+            s.heartbeat_at = now.clone();
+            s.updated_at = now;
+        });
+        let status = snapshot(&self.status);
+        if let Err(e) = self.store.put_run_status(&self.scope, &status).await {
+            tracing::error!(run_id = %status.run_id, error = %e, "final run status not written");
+        }
+    }
+}
