@@ -423,8 +423,10 @@ async fn unknown_artifact_name_is_not_found() {
     assert_eq!(e.code, ErrorCode::InvalidRequest);
 }
 
+/// Past the `BufWriter` capacity (10 MiB) the file goes up as a multipart upload; it must
+/// come back whole.
 #[tokio::test]
-async fn adhoc_large_sample_multipart() {
+async fn large_artifact_goes_through_multipart_upload() {
     let store = temp_store("large");
     let s = scope();
     let n = 20_000;
@@ -448,10 +450,12 @@ async fn adhoc_large_sample_multipart() {
     };
     let key = store.write_sample(&s, RUN, &sample).await.unwrap();
     let body = store.get_artifact(&s, RUN, "sample.parquet").await.unwrap();
-    eprintln!("size {}", body.size);
     assert!(body.size > 15 << 20);
     let (_, batch) = read_back(&store, &key).await;
     assert_eq!(batch.num_rows(), n);
     let v = batch.column_by_name("vector").unwrap().as_fixed_size_list();
-    assert_eq!(v.values().as_primitive::<Float32Type>().values().to_vec(), vectors.as_slice());
+    assert_eq!(
+        v.values().as_primitive::<Float32Type>().values().to_vec(),
+        vectors.as_slice()
+    );
 }
