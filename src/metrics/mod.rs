@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::model::{Cancelled, Matrix, Metrics, RunContext};
+use crate::model::{Cancelled, DeviceKind, Matrix, Metrics, RunContext};
 
 /// The label that marks a noise row.
 pub const NOISE: i64 = -1;
@@ -43,6 +43,9 @@ pub struct MetricsOptions {
     /// `silhouette_score(sample_size=..)` semantics: sample points, then the score of the
     /// sample against the sample).
     pub exact_silhouette_max: usize,
+    /// The same bound when the run computes on a GPU, where the O(N²·d) pair work is
+    /// cheap enough to stay exact further.
+    pub exact_silhouette_max_gpu: usize,
     /// Points in the silhouette sample when the exact score is above the bound.
     pub silhouette_sample_size: usize,
 }
@@ -56,6 +59,7 @@ impl Default for MetricsOptions {
     fn default() -> Self {
         MetricsOptions {
             exact_silhouette_max: 20_000,
+            exact_silhouette_max_gpu: 100_000,
             silhouette_sample_size: 10_000,
         }
     }
@@ -109,38 +113,42 @@ pub fn compute(
     ctx.checkpoint()?;
 
     let n = clustering.rows.len();
-    let (silhouette, note) =
-        if n <= options.exact_silhouette_max || options.silhouette_sample_size >= n {
-            let s = silhouette::score(x, &clustering.rows, &clustering.labels, ctx)?;
-            (s, None)
-        } else {
-            let size = options.silhouette_sample_size;
-            let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
-            rng.set_stream(SAMPLE_STREAM);
-            let mut picked = rand::seq::index::sample(&mut rng, n, size).into_vec();
-            // Order does not change which pairs are scored; sorted rows read memory in order.
-            picked.sort_unstable();
-            let rows: Vec<usize> = picked.iter().map(|&p| clustering.rows[p]).collect();
-            let sub_labels: Vec<u32> = picked.iter().map(|&p| clustering.labels[p]).collect();
-            let k = distinct(&sub_labels);
-            if 1 < k && k < size {
-                let s = silhouette::score(x, &rows, &sub_labels, ctx)?;
-                let note = format!(
-                    "silhouette_score computed on a seeded sample of {size} of {n} documents \
+    let exact_max = if ctx.device == DeviceKind::Gpu {
+        options.exact_silhouette_max_gpu
+    } else {
+        options.exact_silhouette_max
+    };
+    let (silhouette, note) = if n <= exact_max || options.silhouette_sample_size >= n {
+        let s = silhouette::score(x, &clustering.rows, &clustering.labels, ctx)?;
+        (s, None)
+    } else {
+        let size = options.silhouette_sample_size;
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        rng.set_stream(SAMPLE_STREAM);
+        let mut picked = rand::seq::index::sample(&mut rng, n, size).into_vec();
+        // Order does not change which pairs are scored; sorted rows read memory in order.
+        picked.sort_unstable();
+        let rows: Vec<usize> = picked.iter().map(|&p| clustering.rows[p]).collect();
+        let sub_labels: Vec<u32> = picked.iter().map(|&p| clustering.labels[p]).collect();
+        let k = distinct(&sub_labels);
+        if 1 < k && k < size {
+            let s = silhouette::score(x, &rows, &sub_labels, ctx)?;
+            let note = format!(
+                "silhouette_score computed on a seeded sample of {size} of {n} documents \
                  (seed {})",
-                    ctx.seed
-                );
-                (s, Some(note))
-            } else {
-                let note = format!(
-                    "silhouette_score skipped: the seeded sample of {size} of {n} documents \
+                ctx.seed
+            );
+            (s, Some(note))
+        } else {
+            let note = format!(
+                "silhouette_score skipped: the seeded sample of {size} of {n} documents \
                  (seed {}) holds {k} clusters; it needs 2 to {} (scikit-learn's rule)",
-                    ctx.seed,
-                    size.saturating_sub(1)
-                );
-                (None, Some(note))
-            }
-        };
+                ctx.seed,
+                size.saturating_sub(1)
+            );
+            (None, Some(note))
+        }
+    };
 
     Ok(Metrics {
         silhouette_score: silhouette,

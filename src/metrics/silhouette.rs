@@ -9,7 +9,8 @@
 //! cluster's sum and the best other mean so far. Memory is O(BLOCK_ROWS² per worker + N).
 
 use crate::algorithms::distance::{block_range, fold_lanes, n_blocks, row_sq_norms};
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+use crate::gpu::{self, GpuError};
+use crate::model::{Cancelled, DeviceKind, Matrix, ProgressEvent, RunContext};
 
 /// Rows per block of "centres". As wide as the row blocks: a square tile keeps the GEMM
 /// efficient, and a 1024 × 1024 f32 tile (4 MiB) per worker bounds memory.
@@ -46,6 +47,14 @@ pub(super) fn score(
     if counts.len() < 2 {
         return Ok(None);
     }
+    if ctx.device == DeviceKind::Gpu {
+        ctx.checkpoint()?;
+        match gpu_samples(x, rows, labels, counts.len()) {
+            Ok(s) => return Ok(Some(s.iter().sum::<f64>() / m as f64)),
+            // The CPU twin gives the same score; a device fault must not fail the run.
+            Err(e) => tracing::warn!(error = %e, "GPU silhouette failed; computing it on the CPU"),
+        }
+    }
 
     // Centred on the column mean, as k-means does: far from the origin the expanded form
     // `‖x‖² + ‖y‖² − 2x·y` cancels away most of an f32's digits.
@@ -53,6 +62,52 @@ pub(super) fn score(
     let xs = centred_rows(x, &sorted_rows, ctx)?;
     let s = samples(&xs, &sorted_labels, &counts, COL_BLOCK, ctx)?;
     Ok(Some(s.iter().sum::<f64>() / m as f64))
+}
+
+/// `s(i)` for the given rows through the GPU kernel (`shaders/silhouette.wgsl`), which
+/// returns each row's sum of distances to every cluster (O(N·K) memory); `a`, `b` and `s`
+/// follow here exactly as on the CPU path. `labels` are dense, `0..k`.
+pub(super) fn gpu_samples(
+    x: &Matrix,
+    rows: &[usize],
+    labels: &[u32],
+    k: usize,
+) -> Result<Vec<f64>, GpuError> {
+    let context = gpu::shared_context()?;
+    let d = x.cols();
+    let mut data = Vec::with_capacity(rows.len() * d);
+    for &r in rows {
+        data.extend_from_slice(x.row(r));
+    }
+    let sub = Matrix::from_vec(rows.len(), d, data)
+        .ok_or_else(|| GpuError::Unsupported("silhouette rows do not form a matrix".into()))?;
+    let sums = gpu::silhouette::silhouette_sums(&context, &sub, labels, k)?;
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    Ok(labels
+        .iter()
+        .enumerate()
+        .map(|(i, &own)| {
+            let own = own as usize;
+            if counts[own] <= 1 {
+                return 0.0;
+            }
+            let row = &sums[i * k..(i + 1) * k];
+            let a = row[own] / (counts[own] - 1) as f64;
+            let b = (0..k)
+                .filter(|&c| c != own && counts[c] > 0)
+                .map(|c| row[c] / counts[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            let denom = a.max(b);
+            if denom > 0.0 && denom.is_finite() {
+                (b - a) / denom
+            } else {
+                0.0
+            }
+        })
+        .collect())
 }
 
 /// The given rows of `x`, in that order, minus their column mean.

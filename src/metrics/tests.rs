@@ -186,6 +186,7 @@ fn sampled_silhouette_is_seeded_and_says_so() {
     let sampled = MetricsOptions {
         exact_silhouette_max: 100,
         silhouette_sample_size: 200,
+        ..MetricsOptions::default()
     };
     let a = compute(&f.data, &f.labels, &sampled, &ctx(7)).unwrap();
     let b = compute(&f.data, &f.labels, &sampled, &ctx(7)).unwrap();
@@ -216,6 +217,7 @@ fn sampled_silhouette_is_seeded_and_says_so() {
     let at_bound = MetricsOptions {
         exact_silhouette_max: n,
         silhouette_sample_size: 200,
+        ..MetricsOptions::default()
     };
     let m = compute(&f.data, &f.labels, &at_bound, &ctx(7)).unwrap();
     assert_eq!(m.note, None);
@@ -230,6 +232,7 @@ fn thread_count_does_not_change_the_scores() {
     let sampled = MetricsOptions {
         exact_silhouette_max: 1000,
         silhouette_sample_size: 1500,
+        ..MetricsOptions::default()
     };
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -370,4 +373,39 @@ fn plain_silhouette_samples(x: &Matrix, labels: &[u32], counts: &[usize]) -> Vec
             (b - a) / a.max(b)
         })
         .collect()
+}
+
+#[test]
+fn gpu_silhouette_matches_scikit_learn_on_fixtures() {
+    // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
+    if crate::gpu::test_context().is_none() {
+        return;
+    }
+    for name in FIXTURES {
+        let f = fixture(name);
+        let c = Clustering::new(&f.labels);
+        // Called directly: through `compute` a device fault would fall back to the CPU
+        // twin and this test could not tell.
+        let s = silhouette::gpu_samples(&f.data, &c.rows, &c.labels, c.k())
+            .unwrap_or_else(|e| panic!("{name}: GPU silhouette failed: {e}"));
+        let score = s.iter().sum::<f64>() / s.len() as f64;
+        assert_parity(name, "silhouette (GPU)", Some(score), f.silhouette);
+    }
+}
+
+#[test]
+fn gpu_device_context_scores_like_the_cpu() {
+    if crate::gpu::test_context().is_none() {
+        return;
+    }
+    let f = fixture("blobs");
+    let cpu = compute(&f.data, &f.labels, &exact(), &ctx(0)).unwrap();
+    let gpu_ctx = RunContext::new(0, DeviceKind::Gpu);
+    let gpu = compute(&f.data, &f.labels, &exact(), &gpu_ctx).unwrap();
+    let (a, b) = (
+        gpu.silhouette_score.unwrap_or(f64::NAN),
+        cpu.silhouette_score.unwrap_or(f64::NAN),
+    );
+    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    assert_eq!(gpu.davies_bouldin_score, cpu.davies_bouldin_score);
 }

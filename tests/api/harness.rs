@@ -342,7 +342,11 @@ pub const REF_VECTOR: &str = "text_extractor_v1_embedding";
 
 /// A server with the reference's two collections loaded for org A (600 documents).
 pub async fn server_with_reference_collections() -> TestServer {
-    let server = TestServer::start();
+    server_with_reference_collections_using(Options::default()).await
+}
+
+pub async fn server_with_reference_collections_using(opts: Options) -> TestServer {
+    let server = TestServer::start_with(opts);
     for (i, col) in ["col_products_v1", "col_products_v2"]
         .into_iter()
         .enumerate()

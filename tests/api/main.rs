@@ -5,6 +5,7 @@ mod auth;
 mod collections;
 mod errors;
 mod execute;
+mod gpu;
 mod grpcurl;
 mod harness;
 mod runs;

@@ -249,7 +249,7 @@ fn gather_sums(x: &Matrix, labels: &[u32], k: usize) -> (Vec<f64>, Vec<usize>) {
 /// New centres from the sums: empty clusters first take the rows farthest from their
 /// centres, as scikit-learn's `_relocate_empty_clusters_dense` does, then each sum is
 /// divided by its count.
-fn finish_centers(
+pub(super) fn finish_centers(
     x: &Matrix,
     labels: &[u32],
     sq_dists: &[f32],
@@ -305,7 +305,7 @@ fn farthest_rows(sq_dists: &[f32], m: usize) -> Vec<usize> {
 }
 
 /// Sum over centres of the squared distance each one moved.
-fn sq_shift(old: &Matrix, new: &Matrix) -> f64 {
+pub(super) fn sq_shift(old: &Matrix, new: &Matrix) -> f64 {
     old.as_slice()
         .iter()
         .zip(new.as_slice())
@@ -319,7 +319,7 @@ fn sq_shift(old: &Matrix, new: &Matrix) -> f64 {
 /// Recompute each row's squared distance to its centre directly (no expansion, so no
 /// cancellation), as scikit-learn's `_inertia_dense` does; returns the total, summed per
 /// block and combined in block order.
-fn exact_sq_dists(
+pub(super) fn exact_sq_dists(
     x: &Matrix,
     centers: &Matrix,
     labels: &[u32],

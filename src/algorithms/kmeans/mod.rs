@@ -6,6 +6,9 @@
 //! parallel reduction works on fixed-size blocks combined in block order, so the same input
 //! and seed give bit-identical output whatever the rayon thread count.
 
+mod gpu;
+#[cfg(test)]
+mod gpu_tests;
 mod init;
 mod lloyd;
 mod params;
@@ -19,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::algorithms::distance::{BLOCK_ROWS, row_sq_norms};
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+use crate::model::{Cancelled, DeviceKind, Matrix, ProgressEvent, RunContext};
 
 /// The result of a k-means fit.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +81,15 @@ pub fn fit(x: &Matrix, params: &KMeansParams, ctx: &RunContext) -> Result<KMeans
 
     let n_init = params.n_init.max(1);
     let max_iter = params.max_iter;
+    // The data goes to the device once per fit; if it cannot, the fit runs on the CPU.
+    let gpu_lloyd = match ctx.device {
+        DeviceKind::Gpu => gpu::GpuLloyd::new(&xc, None)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "k-means: GPU unavailable, using the CPU path"),
+            )
+            .ok(),
+        DeviceKind::Cpu => None,
+    };
     let run_once = |run: usize| -> Result<lloyd::RunResult, Cancelled> {
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         rng.set_stream(run as u64);
@@ -85,7 +97,7 @@ pub fn fit(x: &Matrix, params: &KMeansParams, ctx: &RunContext) -> Result<KMeans
             KMeansInit::KMeansPlusPlus => init::kmeans_plusplus(&xc, &x_sq, k, &mut rng, ctx)?,
             KMeansInit::Random => init::random_rows(&xc, k, &mut rng),
         };
-        lloyd::run(&xc, &x_sq, centers, max_iter, tol_abs, ctx, |i, inertia| {
+        let report = |i: usize, inertia: f64| {
             let done = run as f32 + (i + 1) as f32 / max_iter.max(1) as f32;
             ctx.progress(ProgressEvent {
                 stage: "kmeans",
@@ -93,7 +105,18 @@ pub fn fit(x: &Matrix, params: &KMeansParams, ctx: &RunContext) -> Result<KMeans
                 iteration: Some((i + 1) as u32),
                 inertia: Some(inertia),
             });
-        })
+        };
+        if let Some(g) = &gpu_lloyd {
+            match g.run(&xc, centers.clone(), max_iter, tol_abs, ctx, report) {
+                Ok(result) => return Ok(result),
+                Err(gpu::Stop::Cancelled(c)) => return Err(c),
+                // A device failure must not fail the run: redo this run on the CPU.
+                Err(gpu::Stop::Gpu(e)) => {
+                    tracing::warn!(error = %e, run, "k-means: GPU run failed, using the CPU path");
+                }
+            }
+        }
+        lloyd::run(&xc, &x_sq, centers, max_iter, tol_abs, ctx, report)
     };
     let mut best = run_once(0)?;
     for run in 1..n_init {

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Compare clusterd's CPU engine with scikit-learn and FAISS-CPU on the same data, in one run.
+
+    python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -r scripts/bench/requirements.txt
+    cargo build --release --bench kmeans
+    /tmp/benchvenv/bin/python scripts/bench/compare.py [--write BENCHMARKS.md]
+        [--kmeans 200000x768x100 100000x128x50] [--iters 20] [--silhouette 20000x384x20]
+
+k-means, per shape NxDxK (float32 Gaussian blobs, seed 0, written once to a raw file that
+every engine reads; the centres overlap, so that 20 iterations run without converging):
+  * clusterd: k-means++ then exactly --iters Lloyd iterations (tol=0); the per-iteration
+    time is the span between the first and last iteration's progress events;
+  * scikit-learn: `kmeans_plusplus` (timed as init), then `KMeans(init=those centres,
+    n_init=1, tol=0)` with max_iter=1 and max_iter=--iters; per iteration =
+    (T(iters) - T(1)) / (iters - 1), which cancels the fixed costs of a fit;
+  * FAISS: `faiss.Kmeans(max_points_per_centroid` covering the data, so it trains on every
+    point) from the same scikit-learn k-means++ centres, niter 1 and --iters, same formula.
+The GEMM floor is clusterd's blocked `-2·X·Cᵀ` alone over the data (`--mode gemm`).
+
+Exact silhouette at N×D (labels of the blobs): clusterd's metrics pass (silhouette plus
+Davies-Bouldin and Calinski-Harabasz, which cost O(N·d)) vs `sklearn.metrics.silhouette_score`.
+
+Every engine runs in its own process; peak memory is that process's VmHWM, and "extra" is
+VmHWM minus the resident size right after the data was loaded. The peers run in the
+environment as given (OPENBLAS_* etc. untouched); each worker reports threadpoolctl's view
+of the BLAS it loaded.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+BEGIN, END = "<!-- compare.py:begin -->", "<!-- compare.py:end -->"
+
+
+# ---------------------------------------------------------------- helpers
+def bench_binary():
+    deps = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "deps")
+    cands = [os.path.join(deps, f) for f in os.listdir(deps)
+             if f.startswith("kmeans-") and "." not in f and os.access(os.path.join(deps, f), os.X_OK)]
+    if not cands:
+        sys.exit("build it first: cargo build --release --bench kmeans")
+    return max(cands, key=os.path.getmtime)
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def busy_cores(window=1.0):
+    """CPUs busy over `window` seconds, from /proc/stat (other work on the machine)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = snap()
+    time.sleep(window)
+    t1, i1 = snap()
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / max(t1 - t0, 1))
+
+
+NOISE = []
+
+
+def wait_idle(label, max_wait=180.0, threshold=0.3):
+    """Wait (up to max_wait s) until the other load on the machine is under `threshold`
+    CPUs, so that a concurrent compile does not distort a timing; record what was seen."""
+    start = time.time()
+    busy = busy_cores()
+    while busy > threshold and time.time() - start < max_wait:
+        busy = busy_cores(2.0)
+    NOISE.append((label, busy, time.time() - start))
+    return busy
+
+
+def run_ours(binary, *args):
+    wait_idle("clusterd " + " ".join(map(str, args[:2])))
+    out = subprocess.run([binary, *map(str, args)], check=True, capture_output=True, text=True).stdout
+    return last_json(out)
+
+
+def run_worker(*args):
+    wait_idle(str(args[0]))
+    out = subprocess.run([sys.executable, HERE, "--worker", *map(str, args)],
+                         check=True, capture_output=True, text=True).stdout
+    return last_json(out)
+
+
+def write_raw(x):
+    f = tempfile.NamedTemporaryFile(suffix=".f32", delete=False)
+    f.write(struct.pack("<QQ", *x.shape))
+    f.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+    f.close()
+    return f.name
+
+
+def write_labels(labels):
+    f = tempfile.NamedTemporaryFile(suffix=".i64", delete=False)
+    f.write(struct.pack("<Q", len(labels)))
+    f.write(np.asarray(labels, dtype="<i8").tobytes())
+    f.close()
+    return f.name
+
+
+def load_raw(path):
+    with open(path, "rb") as f:
+        n, d = struct.unpack("<QQ", f.read(16))
+        return np.fromfile(f, dtype="<f4").reshape(n, d)
+
+
+def load_labels(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return np.fromfile(f, dtype="<i8", count=n)
+
+
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024.0
+
+
+def blas_info():
+    from threadpoolctl import threadpool_info
+    return [{k: i.get(k) for k in ("internal_api", "architecture", "num_threads", "threading_layer", "filepath")}
+            for i in threadpool_info()]
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fl = next(line for line in f if line.startswith("flags")).split()
+        flags = "AVX-512" if "avx512f" in fl else ("AVX2" if "avx2" in fl else "")
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs, {model} ({flags}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+# ---------------------------------------------------------------- workers (own process)
+def worker(a):
+    x = load_raw(a.data)
+    base = status_mb("VmRSS")
+    if a.worker == "sk-kmeans":
+        res = sk_kmeans(x, a.k, a.iters)
+    elif a.worker == "faiss-kmeans":
+        res = faiss_kmeans(x, a.k, a.iters, np.load(a.init))
+    elif a.worker == "sk-silhouette":
+        from sklearn.metrics import silhouette_score
+        labels = load_labels(a.labels)
+        t = time.perf_counter()
+        s = silhouette_score(x, labels)
+        res = {"seconds": time.perf_counter() - t, "silhouette": float(s)}
+    else:
+        raise SystemExit(a.worker)
+    res["blas"] = blas_info()
+    res["peak_rss_mb"] = status_mb("VmHWM")  # VmHWM: this process's own peak (not the parent's)
+    res["data_rss_mb"] = base
+    print(json.dumps(res))
+
+
+def sk_kmeans(x, k, iters):
+    from sklearn.cluster import KMeans, kmeans_plusplus
+    t = time.perf_counter()
+    c0, _ = kmeans_plusplus(x, k, random_state=0)
+    init_s = time.perf_counter() - t
+    times, fits = [], []
+    for it in (1, iters):
+        t = time.perf_counter()
+        km = KMeans(n_clusters=k, init=c0, n_init=1, max_iter=it, tol=0.0, random_state=0).fit(x)
+        times.append(time.perf_counter() - t)
+        fits.append(km)
+    n_it = int(fits[1].n_iter_)
+    per = (times[1] - times[0]) / max(n_it - 1, 1)
+    init_path = os.environ["CLUSTERD_BENCH_INIT"]
+    np.save(init_path, c0.astype(np.float32))
+    return {"init_seconds": init_s, "seconds": times[1], "seconds_1": times[0], "seconds_per_iter": per,
+            "n_iter": n_it, "inertia": float(fits[1].inertia_)}
+
+
+def faiss_kmeans(x, k, iters, c0):
+    import faiss
+    n, d = x.shape
+    times, inertia = [], None
+    for it in (1, iters):
+        km = faiss.Kmeans(d, k, niter=it, seed=0, verbose=False, max_points_per_centroid=n // k + 1)
+        t = time.perf_counter()
+        km.train(x, init_centroids=c0)
+        times.append(time.perf_counter() - t)
+        if it == iters:
+            dist, _ = km.index.search(x, 1)
+            inertia = float(dist.astype(np.float64).sum())
+    return {"seconds": times[1], "seconds_1": times[0],
+            "seconds_per_iter": (times[1] - times[0]) / max(iters - 1, 1),
+            "n_iter": iters, "inertia": inertia, "faiss_threads": faiss.omp_get_max_threads()}
+
+
+# ---------------------------------------------------------------- driver
+def kmeans_rows(binary, shapes, iters):
+    from sklearn.datasets import make_blobs
+    rows = []
+    for shape in shapes:
+        n, d, k = (int(v) for v in shape.split("x"))
+        # center_box (-1, 1) with unit spread: heavily overlapping clusters, so Lloyd keeps
+        # moving for all the iterations (equal work for everyone).
+        x, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=1.0, center_box=(-1.0, 1.0),
+                          random_state=0)
+        path = write_raw(x.astype(np.float32))
+        del x
+        init = tempfile.NamedTemporaryFile(suffix=".npy", delete=False).name
+        os.environ["CLUSTERD_BENCH_INIT"] = init
+        try:
+            gemm = run_ours(binary, "--mode", "gemm", "--data", path, "--k", k, "--reps", 3)
+            ours = run_ours(binary, "--mode", "kmeans", "--data", path, "--k", k, "--max-iter", iters, "--tol", 0)
+            sk = run_worker("sk-kmeans", "--data", path, "--k", k, "--iters", iters)
+            fa = run_worker("faiss-kmeans", "--data", path, "--k", k, "--iters", iters, "--init", init)
+            rows.append((shape, gemm, ours, sk, fa))
+            print(f"{shape}: gemm {gemm['seconds']:.3f}s ours {ours['seconds_per_iter']:.3f}s/it "
+                  f"sk {sk['seconds_per_iter']:.3f}s/it faiss {fa['seconds_per_iter']:.3f}s/it", file=sys.stderr)
+        finally:
+            os.unlink(path)
+            if os.path.exists(init):
+                os.unlink(init)
+    return rows
+
+
+def silhouette_rows(binary, shapes):
+    from sklearn.datasets import make_blobs
+    rows = []
+    for shape in shapes:
+        n, d, k = (int(v) for v in shape.split("x"))
+        x, y = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=4.0, random_state=0)
+        path, lpath = write_raw(x.astype(np.float32)), write_labels(y)
+        try:
+            ours = run_ours(binary, "--mode", "silhouette", "--data", path, "--labels", lpath)
+            sk = run_worker("sk-silhouette", "--data", path, "--labels", lpath)
+            rows.append((shape, ours, sk))
+            print(f"silhouette {shape}: ours {ours['seconds']:.3f}s sk {sk['seconds']:.3f}s", file=sys.stderr)
+        finally:
+            os.unlink(path)
+            os.unlink(lpath)
+    return rows
+
+
+def extra(r):
+    return r["peak_rss_mb"] - r["data_rss_mb"]
+
+
+def report(km, sil, blas, cmd, iters):
+    out = []
+    out.append(f"Measured {datetime.date.today().isoformat()} on {machine()}; "
+               f"rayon threads {km[0][2]['threads'] if km else sil[0][1]['threads']}.")
+    out.append("")
+    out.append("BLAS (threadpoolctl, in each peer's process): " + "; ".join(
+        f"{w}: " + ", ".join(f"{b['internal_api']} {b['architecture']} ×{b['num_threads']}"
+                             f" ({os.path.basename(b['filepath'] or '')})" for b in info)
+        for w, info in blas.items()))
+    worst = max(NOISE, key=lambda t: t[1]) if NOISE else None
+    if worst:
+        out.append(f"Other load on the machine just before each measurement: at most {worst[1]:.2f} CPUs "
+                   f"(before {worst[0]}); measurements wait up to 3 min for it to drop under 0.3.")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "MKL_", "NVPL"))}
+    out.append(f"Environment left as found: {env or 'no OPENBLAS_/OMP_/MKL_ variables'}.")
+    out.append("")
+    out.append("Command:")
+    out.append("")
+    out.append("```sh")
+    out.append("cargo build --release --bench kmeans")
+    out.append(cmd)
+    out.append("```")
+    out.append("")
+    if km:
+        out.append(f"k-means, seconds per Lloyd iteration ({iters} iterations, tol 0; FAISS and scikit-learn "
+                   "from the same k-means++ centres, clusterd from its own):")
+        out.append("")
+        out.append("| N×D×K | GEMM floor s | clusterd s/it | sklearn s/it | FAISS s/it | clusterd/sklearn (goal ≤ 0.25) "
+                   "| clusterd/FAISS (goal ≤ 0.5) | init s clusterd / sklearn | inertia clusterd/sklearn "
+                   "| inertia FAISS/sklearn | peak MB clusterd / sklearn / FAISS | extra MB clusterd / sklearn / FAISS |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for shape, g, o, s, f in km:
+            op = o["seconds_per_iter"]
+            out.append(
+                f"| {shape} | {g['seconds']:.3f} ({g['gflops']:.0f} GFLOP/s) | {op:.3f} | {s['seconds_per_iter']:.3f} "
+                f"| {f['seconds_per_iter']:.3f} | {op / s['seconds_per_iter']:.2f} | {op / f['seconds_per_iter']:.2f} "
+                f"| {o['init_seconds_approx']:.2f} / {s['init_seconds']:.2f} | {o['inertia'] / s['inertia']:.4f} "
+                f"| {f['inertia'] / s['inertia']:.4f} "
+                f"| {o['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} / {f['peak_rss_mb']:.0f} "
+                f"| {extra(o):.0f} / {extra(s):.0f} / {extra(f):.0f} |")
+        out.append("")
+    if sil:
+        out.append("Exact silhouette (clusterd: the whole metrics pass, silhouette + Davies-Bouldin + "
+                   "Calinski-Harabasz; scikit-learn: `silhouette_score` alone):")
+        out.append("")
+        out.append("| N×D (k) | clusterd s | sklearn s | time clusterd/sklearn (goal ≤ 0.2) | |Δ score| "
+                   "| peak MB clusterd / sklearn | extra MB clusterd / sklearn |")
+        out.append("|---|---|---|---|---|---|---|")
+        for shape, o, s in sil:
+            n, d, k = shape.split("x")
+            out.append(f"| {n}×{d} ({k}) | {o['seconds']:.3f} | {s['seconds']:.3f} | {o['seconds'] / s['seconds']:.3f} "
+                       f"| {abs(o['silhouette'] - s['silhouette']):.1e} "
+                       f"| {o['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} | {extra(o):.0f} / {extra(s):.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kmeans", nargs="*", default=["200000x768x100", "100000x128x50"])
+    ap.add_argument("--silhouette", nargs="*", default=["20000x384x20"])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--write", help="replace the block between the compare.py markers in this file")
+    ap.add_argument("--json", help="also dump the raw results here")
+    # worker mode
+    ap.add_argument("--worker")
+    ap.add_argument("--data")
+    ap.add_argument("--labels")
+    ap.add_argument("--init")
+    ap.add_argument("--k", type=int)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    binary = bench_binary()
+    km = kmeans_rows(binary, a.kmeans, a.iters)
+    sil = silhouette_rows(binary, a.silhouette)
+    blas = {}
+    if km:
+        blas["scikit-learn"], blas["FAISS"] = km[0][3]["blas"], km[0][4]["blas"]
+    elif sil:
+        blas["scikit-learn"] = sil[0][2]["blas"]
+    cmd = "python scripts/bench/compare.py " + " ".join(
+        ([f"--kmeans {' '.join(a.kmeans)}"] if a.kmeans else ["--kmeans"]) +
+        [f"--iters {a.iters}"] +
+        ([f"--silhouette {' '.join(a.silhouette)}"] if a.silhouette else ["--silhouette"]) +
+        ([f"--write {a.write}"] if a.write else []))
+    text = report(km, sil, blas, cmd, a.iters)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"kmeans": km, "silhouette": sil, "blas": blas}, f, indent=1)
+    if a.write:
+        with open(a.write) as f:
+            doc = f.read()
+        if BEGIN in doc and END in doc:
+            head, rest = doc.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            doc = f"{head}{BEGIN}\n{text}\n{END}{tail}"
+        else:
+            doc = f"{doc.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n"
+        with open(a.write, "w") as f:
+            f.write(doc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+//! The GPU engine end to end: `--device gpu` runs k-means and the silhouette through the
+//! WGSL kernels (on lavapipe in CI) and answers like the CPU engine.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn members(body: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["document_id"].as_str().unwrap_or_default().to_owned(),
+                m["cluster_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn gpu_device_answers_like_the_cpu_engine() {
+    // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
+    if clusterd::gpu::test_context().is_none() {
+        return;
+    }
+    let gpu = server_with_reference_collections_using(Options {
+        keys: true,
+        extra_args: vec!["--device".into(), "gpu".into()],
+    })
+    .await;
+    let cpu = server_with_reference_collections_using(Options {
+        keys: true,
+        extra_args: vec!["--device".into(), "cpu".into()],
+    })
+    .await;
+    let mut body = reference_body();
+    body["include_members"] = json!(true);
+    body["config"]["algorithm_params"]["random_state"] = json!(3);
+    let (status, on_gpu) = gpu.execute_rest(KEY_A, &body).await;
+    assert_eq!(status, 200, "{on_gpu}");
+    let (status, on_cpu) = cpu.execute_rest(KEY_A, &body).await;
+    assert_eq!(status, 200, "{on_cpu}");
+
+    assert_eq!(on_gpu["device"]["type"], "gpu", "{}", on_gpu["device"]);
+    assert_eq!(on_cpu["device"]["type"], "cpu");
+    assert_eq!(
+        members(&on_gpu),
+        members(&on_cpu),
+        "same labels on both engines"
+    );
+    let close = |a: &Value, b: &Value| {
+        let (a, b) = (a.as_f64().expect("a"), b.as_f64().expect("b"));
+        (a - b).abs() <= 1e-4 * b.abs().max(1.0)
+    };
+    for m in [
+        "silhouette_score",
+        "davies_bouldin_score",
+        "calinski_harabasz_score",
+    ] {
+        assert!(
+            close(&on_gpu["metrics"][m], &on_cpu["metrics"][m]),
+            "{m}: {} vs {}",
+            on_gpu["metrics"][m],
+            on_cpu["metrics"][m]
+        );
+    }
+    // The run record says which device ran.
+    let run_id = on_gpu["run_id"].as_str().expect("run_id");
+    let resp = reqwest::Client::new()
+        .get(gpu.url(&format!("/v1/clusters/runs/{run_id}")))
+        .bearer_auth(KEY_A)
+        .header("X-Namespace", NS)
+        .send()
+        .await
+        .expect("get run");
+    let run: Value = resp.json().await.expect("run");
+    assert_eq!(run["result"]["device"]["type"], "gpu");
+}
