@@ -39,7 +39,7 @@ fn distances(c: &mut Criterion) {
     let (x_sq, c_sq) = (row_sq_norms(&x), row_sq_norms(&cent));
     let mut g = c.benchmark_group("distance");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
-    g.throughput(Throughput::Elements((20_000 * 768 * 100 * 2) as u64));
+    g.throughput(Throughput::Elements(20_000u64 * 768 * 100 * 2));
     g.bench_function("nearest_centers 20000x768 k=100", |b| {
         b.iter(|| nearest_centers(black_box(&x), &x_sq, &cent, &c_sq, &ctx()).unwrap())
     });

@@ -94,6 +94,18 @@ impl DistanceBlock<'_> {
         }
     }
 
+    /// Add the Euclidean distance of every row of the block to centre `j` into `acc`
+    /// (one per row; squared distances clamped at zero before the root): the fused form of
+    /// [`Self::sq_dist_col`] + `sqrt` + add, which vectorises.
+    pub fn add_dist_col(&self, j: usize, acc: &mut [f32]) {
+        let m = self.rows();
+        let cj = self.c_sq[j];
+        let col = &self.cross[j * m..(j + 1) * m];
+        for ((a, &g), &xn) in acc[..m].iter_mut().zip(col).zip(self.x_sq) {
+            *a += (xn + (g + cj)).max(0.0).sqrt();
+        }
+    }
+
     /// The nearest centre of every row (the first one on ties) and its squared distance,
     /// written into `labels` and `sq` (one per row of the block); returns the sum of the
     /// squared distances. With no centres at all, labels are 0 and distances `+inf`.
@@ -176,6 +188,23 @@ fn compute_block<'a>(
     }
 }
 
+thread_local! {
+    /// Each worker's distance tile, kept between calls: a fresh `BLOCK_ROWS × k` buffer
+    /// per block (or per lane) is an mmap and munmap each time at these sizes, whose page
+    /// faults and cross-core TLB shoot-downs showed up as a tenth of a Lloyd iteration.
+    /// Only scratch: every use overwrites what it reads.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's tile buffer (a fresh one if the tile is already in use
+/// further up this thread's stack, as when rayon runs a nested task while waiting).
+fn with_tile<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    TILE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Compute the distance block of every block of rows of `x` against the rows of `centers`
 /// and map each through `f`, in parallel; the results come back in block order.
 /// `x_sq` and `c_sq` are the squared row norms of `x` and `centers` ([`row_sq_norms`]).
@@ -199,10 +228,12 @@ where
         MatRef::from_row_major_slice(centers.as_slice(), centers.rows(), x.cols()).transpose();
     (0..n_blocks(n))
         .into_par_iter()
-        .map_init(Vec::<f32>::new, |buf, b| {
+        .map(|b| {
             ctx.checkpoint()?;
-            let block = compute_block(x, x_sq, rhs, c_sq, block_range(b, n), buf);
-            Ok(f(&block))
+            with_tile(|buf| {
+                let block = compute_block(x, x_sq, rhs, c_sq, block_range(b, n), buf);
+                Ok(f(&block))
+            })
         })
         .collect()
 }
@@ -248,15 +279,17 @@ where
     accs.into_par_iter()
         .zip(ranges)
         .map(|(mut acc, lane)| {
-            let mut buf = Vec::new();
-            let mut start = lane.start;
-            while start < lane.end {
-                ctx.checkpoint()?;
-                let end = (start + BLOCK_ROWS).min(lane.end);
-                let block = compute_block(x, x_sq, rhs, c_sq, start..end, &mut buf);
-                fold(&mut acc, &block);
-                start = end;
-            }
+            with_tile(|buf| {
+                let mut start = lane.start;
+                while start < lane.end {
+                    ctx.checkpoint()?;
+                    let end = (start + BLOCK_ROWS).min(lane.end);
+                    let block = compute_block(x, x_sq, rhs, c_sq, start..end, buf);
+                    fold(&mut acc, &block);
+                    start = end;
+                }
+                Ok(())
+            })?;
             Ok(acc)
         })
         .collect()

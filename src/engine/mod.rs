@@ -17,8 +17,9 @@ use crate::algorithms::projection;
 use crate::gpu;
 use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, ExecuteRequest, ExecuteResponse, Matrix,
-    Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord, RunState, RunStatus, Scope,
+    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, DeviceKind, ExecuteRequest,
+    ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord,
+    RunState, RunStatus, Scope,
 };
 use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
 
@@ -111,6 +112,20 @@ struct Computed {
     labelled: Labelled,
     metrics: Option<Metrics>,
     coordinates: Option<Vec<[f32; 2]>>,
+}
+
+/// Row L2 normalisation on the run's device; the CPU twin gives the same rows, so a device
+/// fault only costs time.
+fn normalize_rows(vectors: &mut Matrix, ctx: &RunContext) {
+    if ctx.device == DeviceKind::Gpu {
+        let on_gpu =
+            gpu::shared_context().and_then(|c| gpu::normalize::normalize_rows(&c, vectors, None));
+        match on_gpu {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "GPU normalisation failed; using the CPU"),
+        }
+    }
+    vectors.normalize_rows();
 }
 
 /// Run ids sort newest first: 12 hex digits of (2^48 − 1 − unix millis), then 8 random.
@@ -291,7 +306,7 @@ impl Engine {
         let metrics_options = self.config.metrics.clone();
         let (vectors, labelled, metrics, coordinates) = tokio::task::spawn_blocking(move || {
             if normalize {
-                vectors.normalize_rows();
+                normalize_rows(&mut vectors, &ctx);
             }
             let fit = kmeans::fit(&vectors, &params, &ctx)?;
             let labelled = Labelled {

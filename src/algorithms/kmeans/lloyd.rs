@@ -55,6 +55,9 @@ pub(super) fn run(
     let mut n_iter = 0;
 
     let lanes = lane_count(n, k, x.cols());
+    // The lanes' k × d sums live for the whole run: allocating them afresh every
+    // iteration cost page faults and, on freeing, TLB shoot-downs across the cores.
+    let mut lane_pool: Vec<Vec<f64>> = Vec::new();
     for i in 0..max_iter {
         ctx.checkpoint()?;
         let c_sq = row_sq_norms(&centers);
@@ -69,6 +72,7 @@ pub(super) fn run(
                     ctx,
                     &mut labels,
                     &mut sq_dists,
+                    &mut lane_pool,
                 )?;
                 (inertia, finish_centers(x, &labels, &sq_dists, sums, counts))
             }
@@ -149,6 +153,7 @@ fn assign_and_sum(
     ctx: &RunContext,
     labels: &mut [u32],
     sq_dists: &mut [f32],
+    pool: &mut Vec<Vec<f64>>,
 ) -> Result<(f64, Vec<f64>, Vec<usize>), Cancelled> {
     let (k, d) = (centers.rows(), x.cols());
     let mut accs = Vec::with_capacity(lanes);
@@ -161,7 +166,13 @@ fn assign_and_sum(
             labels: l,
             sq_dists: s,
             row0: r.start,
-            sums: vec![0f64; k * d],
+            sums: match pool.pop() {
+                Some(mut v) if v.len() == k * d => {
+                    v.fill(0.0);
+                    v
+                }
+                _ => vec![0f64; k * d],
+            },
             counts: vec![0usize; k],
             inertia: 0.0,
         });
@@ -174,13 +185,7 @@ fn assign_and_sum(
         if d == 0 {
             return;
         }
-        for (row, &l) in blk.x.chunks_exact(d).zip(labels.iter()) {
-            let l = l as usize;
-            acc.counts[l] += 1;
-            for (s, &v) in acc.sums[l * d..(l + 1) * d].iter_mut().zip(row) {
-                *s += f64::from(v);
-            }
-        }
+        add_block_sums(blk.x, labels, d, &mut acc.sums, &mut acc.counts);
     })?;
     ctx.checkpoint()?;
     let inertia = accs.iter().map(|a| a.inertia).sum();
@@ -203,7 +208,66 @@ fn assign_and_sum(
                 }
             }
         });
+    pool.extend(accs.into_iter().map(|a| a.sums));
     Ok((inertia, sums, counts))
+}
+
+/// Features summed per register tile in [`add_block_sums`]: 32 f64 = four AVX-512 registers.
+const SUM_TILE: usize = 32;
+
+/// Add the rows of one block (row-major, `d` wide) into their clusters' f64 sums.
+///
+/// The rows are grouped by cluster first (a stable counting sort), and each cluster's
+/// sum is then carried in registers, `SUM_TILE` features at a time, across all of its
+/// rows in the block: the k × d sums are read and written once per cluster and block
+/// instead of once per row (adding row by row in data order cycles through all k sums,
+/// k·d·8 bytes, far past L1). Every element still receives its rows in row order, so the
+/// result is bit-identical to adding row by row.
+fn add_block_sums(xb: &[f32], labels: &[u32], d: usize, sums: &mut [f64], counts: &mut [usize]) {
+    let k = counts.len();
+    let m = labels.len();
+    let mut start = vec![0u32; k + 1];
+    for &l in labels {
+        start[l as usize + 1] += 1;
+    }
+    for j in 0..k {
+        start[j + 1] += start[j];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0u32; m];
+    for (i, &l) in labels.iter().enumerate() {
+        order[fill[l as usize] as usize] = i as u32;
+        fill[l as usize] += 1;
+    }
+    for j in 0..k {
+        let rows = &order[start[j] as usize..start[j + 1] as usize];
+        if rows.is_empty() {
+            continue;
+        }
+        counts[j] += rows.len();
+        let s = &mut sums[j * d..(j + 1) * d];
+        let mut f0 = 0;
+        while f0 + SUM_TILE <= d {
+            let mut t = [0f64; SUM_TILE];
+            t.copy_from_slice(&s[f0..f0 + SUM_TILE]);
+            for &r in rows {
+                let xr = &xb[r as usize * d + f0..r as usize * d + f0 + SUM_TILE];
+                for q in 0..SUM_TILE {
+                    t[q] += f64::from(xr[q]);
+                }
+            }
+            s[f0..f0 + SUM_TILE].copy_from_slice(&t);
+            f0 += SUM_TILE;
+        }
+        if f0 < d {
+            for &r in rows {
+                let xr = &xb[r as usize * d + f0..(r as usize + 1) * d];
+                for (t, &v) in s[f0..].iter_mut().zip(xr) {
+                    *t += f64::from(v);
+                }
+            }
+        }
+    }
 }
 
 /// Per-cluster f64 sums and counts by gathering each cluster's members (a counting sort
@@ -373,8 +437,18 @@ mod tests {
         let c_sq = row_sq_norms(&centers);
         let mut labels = vec![0u32; n];
         let mut sq = vec![0f32; n];
-        let (_, sums, counts) =
-            assign_and_sum(&x, &x_sq, &centers, &c_sq, 3, &ctx, &mut labels, &mut sq).unwrap();
+        let (_, sums, counts) = assign_and_sum(
+            &x,
+            &x_sq,
+            &centers,
+            &c_sq,
+            3,
+            &ctx,
+            &mut labels,
+            &mut sq,
+            &mut Vec::new(),
+        )
+        .unwrap();
         let (g_sums, g_counts) = gather_sums(&x, &labels, 3);
         assert_eq!(counts, g_counts);
         assert_eq!(counts.iter().sum::<usize>(), n);
