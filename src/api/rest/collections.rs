@@ -7,14 +7,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 
 use super::dto::{CollectionJson, DocumentsBody, ListQuery};
-use super::{RestResult, caller, header, parse_json, read_body};
+use super::{RestResult, header, parse_json, parse_query, read_body, scope};
 use crate::api::{AppState, page_limit};
-use crate::model::{ApiError, ApiResult, DocumentRecord, Scope, validate_name};
-
-fn scope(state: &AppState, headers: &HeaderMap) -> ApiResult<Scope> {
-    let c = caller(state, headers)?;
-    Scope::new(&c.org, &c.namespace)
-}
+use crate::model::{ApiError, ApiResult, DocumentRecord, validate_name};
 
 fn collection_path(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
     let Path(id) = path.map_err(|e| ApiError::invalid_request("collection_id", e.body_text()))?;
@@ -119,8 +114,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> RestResult<Json<serde_json::Value>> {
     let scope = scope(&state, &headers)?;
-    let q: ListQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid_request("query", e.to_string()))?;
+    let q: ListQuery = parse_query(query.as_deref())?;
     let limit = page_limit(q.limit)?;
     let page = state
         .engine

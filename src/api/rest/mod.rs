@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::model::{ApiError, ApiResult, Caller, ErrorCode};
+use crate::model::{ApiError, ApiResult, Caller, ErrorCode, Scope};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -123,6 +123,18 @@ fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
         header(headers, "authorization"),
         header(headers, "x-namespace"),
     )
+}
+
+/// The organisation and namespace the caller's credentials give access to.
+fn scope(state: &AppState, headers: &HeaderMap) -> ApiResult<Scope> {
+    let c = caller(state, headers)?;
+    Scope::new(&c.org, &c.namespace)
+}
+
+/// A query string into `T`; unknown or malformed parameters are `invalid_request`.
+fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> ApiResult<T> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::invalid_request("query", e.to_string()))
 }
 
 /// Read a whole body, refusing more than `limit` bytes with our 413.

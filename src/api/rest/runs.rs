@@ -8,17 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{RestResult, caller};
+use super::{RestResult, parse_query, scope};
 use crate::api::{AppState, page_limit};
 use crate::model::{
-    ApiError, ApiResult, ExecuteResponse, RunRequestRecord, RunState, RunStatus, RunView, Scope,
+    ApiError, ApiResult, ExecuteResponse, RunRequestRecord, RunState, RunStatus, RunView,
     validate_name,
 };
-
-fn scope(state: &AppState, headers: &HeaderMap) -> ApiResult<Scope> {
-    let c = caller(state, headers)?;
-    Scope::new(&c.org, &c.namespace)
-}
 
 /// A run as JSON: the status fields, and once completed the result, the resolved request,
 /// the version and the artifact keys.
@@ -91,8 +86,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> RestResult<Json<serde_json::Value>> {
     let scope = scope(&state, &headers)?;
-    let q: ListRunsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid_request("query", e.to_string()))?;
+    let q: ListRunsQuery = parse_query(query.as_deref())?;
     let limit = page_limit(q.limit)?;
     let status = q
         .status
