@@ -1,7 +1,8 @@
 //! Host side of `shaders/normalize_rows.wgsl`.
 
 use super::device::grid;
-use super::{GpuContext, GpuError, GpuMatrix};
+use super::matrix::default_chunk_rows;
+use super::{GpuContext, GpuError};
 use crate::model::Matrix;
 
 const SHADER: &str = include_str!("../../shaders/normalize_rows.wgsl");
@@ -28,24 +29,29 @@ pub fn normalize_rows(
         return Ok(());
     }
     let pipeline = ctx.pipeline("normalize_rows", SHADER, "main")?;
-    let dev = GpuMatrix::upload(ctx, x, chunk_rows)?;
-    for chunk in &dev.chunks {
-        let g = grid(ctx, chunk.rows.div_ceil(WORKGROUP));
+    let max = default_chunk_rows(ctx, d)?;
+    let chunk_rows = chunk_rows.unwrap_or(max).clamp(1, max);
+    // One chunk on the device at a time: each row is independent, so data of any size
+    // streams through (device memory holds one chunk and its output).
+    for start in (0..x.rows()).step_by(chunk_rows) {
+        let rows = (x.rows() - start).min(chunk_rows);
+        let g = grid(ctx, rows.div_ceil(WORKGROUP));
         let params = Params {
-            rows: chunk.rows as u32,
+            rows: rows as u32,
             d: d as u32,
             grid_x: g[0],
             _pad: 0,
         };
         let (out, bind) = ctx.scoped(|| {
+            let input = ctx.storage("x chunk", x.rows_slice(start, start + rows));
             let uniform = ctx.uniform("normalize params", &params);
-            let out = ctx.output("normalized", chunk.rows * d);
-            let bind = ctx.bind(&pipeline, &[&uniform, &chunk.x, &out]);
+            let out = ctx.output("normalized", rows * d);
+            let bind = ctx.bind(&pipeline, &[&uniform, &input, &out]);
             (out, bind)
         })?;
         ctx.run(&[(&pipeline, &bind, g)])?;
-        let rows: Vec<f32> = ctx.read(&out, chunk.rows * d)?;
-        x.as_mut_slice()[chunk.start * d..(chunk.start + chunk.rows) * d].copy_from_slice(&rows);
+        let normalized: Vec<f32> = ctx.read(&out, rows * d)?;
+        x.as_mut_slice()[start * d..(start + rows) * d].copy_from_slice(&normalized);
     }
     Ok(())
 }

@@ -30,10 +30,43 @@ impl From<GpuError> for Stop {
     }
 }
 
-/// The (centred) data of one fit, uploaded once and shared by its `n_init` runs.
+/// Bytes of a fit's data kept on the device. wgpu cannot ask an adapter how much memory
+/// it has, so this is a budget (override: `CLUSTERD_GPU_RESIDENT_BYTES`); data above it —
+/// or data whose upload runs out of device memory — is streamed through the device one
+/// window of rows at a time in every iteration instead of falling back to the CPU.
+pub(super) const RESIDENT_BUDGET_BYTES: u64 = 4 << 30;
+
+fn resident_budget() -> u64 {
+    std::env::var("CLUSTERD_GPU_RESIDENT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RESIDENT_BUDGET_BYTES)
+}
+
+/// Where the data of a fit lives while it runs.
+enum Placement {
+    /// Uploaded once, shared by every iteration and every `n_init` run.
+    Resident(GpuMatrix),
+    /// Uploaded window by window (`window_rows` rows, each in chunks of `chunk_rows`) in
+    /// every pass; device memory holds one window.
+    Streamed {
+        window_rows: usize,
+        chunk_rows: Option<usize>,
+    },
+}
+
+/// The (centred) data of one fit, on the device for its `n_init` runs.
 pub(super) struct GpuLloyd {
     ctx: Arc<GpuContext>,
-    x: GpuMatrix,
+    data: Placement,
+}
+
+/// One assignment and the centre sums of its labels.
+struct Step {
+    labels: Vec<u32>,
+    sq_dists: Vec<f32>,
+    sums: Vec<f64>,
+    counts: Vec<usize>,
 }
 
 impl GpuLloyd {
@@ -49,8 +82,121 @@ impl GpuLloyd {
         x: &Matrix,
         chunk_rows: Option<usize>,
     ) -> Result<Self, GpuError> {
-        let x = GpuMatrix::upload(&ctx, x, chunk_rows)?;
-        Ok(GpuLloyd { ctx, x })
+        Self::with_budget(ctx, x, chunk_rows, resident_budget())
+    }
+
+    /// As [`Self::with_context`], keeping at most `budget` bytes of the data resident.
+    pub(super) fn with_budget(
+        ctx: Arc<GpuContext>,
+        x: &Matrix,
+        chunk_rows: Option<usize>,
+        budget: u64,
+    ) -> Result<Self, GpuError> {
+        let row_bytes = (x.cols() as u64 + 1) * 4;
+        let streamed = Placement::Streamed {
+            window_rows: usize::try_from(budget / row_bytes)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            chunk_rows,
+        };
+        let data = if row_bytes.saturating_mul(x.rows() as u64) <= budget {
+            match GpuMatrix::upload(&ctx, x, chunk_rows) {
+                Ok(m) => Placement::Resident(m),
+                Err(GpuError::OutOfMemory) => {
+                    tracing::info!("k-means: the data does not fit on the device; streaming it");
+                    streamed
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            streamed
+        };
+        Ok(GpuLloyd { ctx, data })
+    }
+
+    /// Whether the data streams through the device (for tests and logs).
+    pub(super) fn is_streamed(&self) -> bool {
+        matches!(self.data, Placement::Streamed { .. })
+    }
+
+    /// Rows `start..end` of `x` on the device.
+    fn window(
+        &self,
+        x: &Matrix,
+        start: usize,
+        end: usize,
+        chunk_rows: Option<usize>,
+    ) -> Result<GpuMatrix, GpuError> {
+        let rows = Matrix::from_vec(end - start, x.cols(), x.rows_slice(start, end).to_vec())
+            .ok_or_else(|| GpuError::Unsupported("window rows do not form a matrix".into()))?;
+        GpuMatrix::upload(&self.ctx, &rows, chunk_rows)
+    }
+
+    fn windows(&self, n: usize) -> Vec<(usize, usize)> {
+        match self.data {
+            Placement::Resident(_) => vec![(0, n)],
+            Placement::Streamed { window_rows, .. } => (0..n)
+                .step_by(window_rows)
+                .map(|s| (s, (s + window_rows).min(n)))
+                .collect(),
+        }
+    }
+
+    /// Nearest centre of every row.
+    fn assign(&self, x: &Matrix, centers: &Matrix) -> Result<(Vec<u32>, Vec<f32>), GpuError> {
+        match &self.data {
+            Placement::Resident(m) => assign_nearest(&self.ctx, m, centers),
+            Placement::Streamed { chunk_rows, .. } => {
+                let (mut labels, mut sq) =
+                    (Vec::with_capacity(x.rows()), Vec::with_capacity(x.rows()));
+                for (start, end) in self.windows(x.rows()) {
+                    let w = self.window(x, start, end, *chunk_rows)?;
+                    let (l, s) = assign_nearest(&self.ctx, &w, centers)?;
+                    labels.extend(l);
+                    sq.extend(s);
+                }
+                Ok((labels, sq))
+            }
+        }
+    }
+
+    /// Assignment and centre sums in one pass over the data (one upload per window when
+    /// streaming). Windows are summed in order, so the result is deterministic.
+    fn step(&self, x: &Matrix, centers: &Matrix, k: usize) -> Result<Step, GpuError> {
+        match &self.data {
+            Placement::Resident(m) => {
+                let (labels, sq_dists) = assign_nearest(&self.ctx, m, centers)?;
+                let s = cluster_sums(&self.ctx, m, &labels, k)?;
+                Ok(Step {
+                    labels,
+                    sq_dists,
+                    sums: s.sums.iter().map(|&v| f64::from(v)).collect(),
+                    counts: s.counts,
+                })
+            }
+            Placement::Streamed { chunk_rows, .. } => {
+                let mut step = Step {
+                    labels: Vec::with_capacity(x.rows()),
+                    sq_dists: Vec::with_capacity(x.rows()),
+                    sums: vec![0.0; k * x.cols()],
+                    counts: vec![0; k],
+                };
+                for (start, end) in self.windows(x.rows()) {
+                    let w = self.window(x, start, end, *chunk_rows)?;
+                    let (l, s) = assign_nearest(&self.ctx, &w, centers)?;
+                    let part = cluster_sums(&self.ctx, &w, &l, k)?;
+                    for (acc, &v) in step.sums.iter_mut().zip(&part.sums) {
+                        *acc += f64::from(v);
+                    }
+                    for (acc, c) in step.counts.iter_mut().zip(part.counts) {
+                        *acc += c;
+                    }
+                    step.labels.extend(l);
+                    step.sq_dists.extend(s);
+                }
+                Ok(step)
+            }
+        }
     }
 
     /// One Lloyd run from `centers`, with the same contract as [`super::lloyd::run`];
@@ -74,12 +220,11 @@ impl GpuLloyd {
         let mut n_iter = 0;
         for i in 0..max_iter {
             ctx.checkpoint()?;
-            (labels, sq_dists) = assign_nearest(&self.ctx, &self.x, &centers)?;
+            let step = self.step(x, &centers, k)?;
+            (labels, sq_dists) = (step.labels, step.sq_dists);
             let inertia: f64 = sq_dists.iter().map(|&v| f64::from(v)).sum();
             ctx.checkpoint()?;
-            let sums = cluster_sums(&self.ctx, &self.x, &labels, k)?;
-            let sums_f64 = sums.sums.iter().map(|&v| f64::from(v)).collect();
-            let new_centers = finish_centers(x, &labels, &sq_dists, sums_f64, sums.counts);
+            let new_centers = finish_centers(x, &labels, &sq_dists, step.sums, step.counts);
             let shift = sq_shift(&centers, &new_centers);
             centers = new_centers;
             n_iter = i + 1;
@@ -95,7 +240,7 @@ impl GpuLloyd {
         }
         if !strict {
             // The centres moved after the last assignment: label against where they ended up.
-            (labels, sq_dists) = assign_nearest(&self.ctx, &self.x, &centers)?;
+            (labels, sq_dists) = self.assign(x, &centers)?;
         }
         let inertia = exact_sq_dists(x, &centers, &labels, &mut sq_dists, ctx)?;
         Ok(RunResult {

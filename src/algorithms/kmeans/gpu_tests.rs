@@ -129,3 +129,35 @@ fn a_cancelled_gpu_run_is_cancelled_not_retried_on_the_cpu() {
     };
     assert!(fit(&x, &params, &ctx).is_err());
 }
+
+#[test]
+fn data_beyond_the_resident_budget_streams_through_the_device_with_the_same_answer() {
+    let Some(gpu) = test_context() else { return };
+    let ctx = RunContext::new(0, DeviceKind::Cpu);
+    let (n, d, k) = (1037, 17, 6);
+    let x = blobs(n, d, k, 77);
+    let x_sq = row_sq_norms(&x);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let init = init::kmeans_plusplus(&x, &x_sq, k, &mut rng, &ctx).expect("not cancelled");
+    let resident = gpu::GpuLloyd::with_context(gpu.clone(), &x, None).expect("upload");
+    assert!(!resident.is_streamed());
+    // A budget of 100 rows: eleven windows per pass, each in 37-row chunks.
+    let budget = 100 * (d as u64 + 1) * 4;
+    let streamed =
+        gpu::GpuLloyd::with_budget(gpu.clone(), &x, Some(37), budget).expect("streamed setup");
+    assert!(streamed.is_streamed());
+    let a = resident
+        .run(&x, init.clone(), 300, 1e-4, &ctx, |_, _| {})
+        .expect("resident run");
+    let b = streamed
+        .run(&x, init, 300, 1e-4, &ctx, |_, _| {})
+        .expect("streamed run");
+    assert_eq!(a.labels, b.labels);
+    assert_eq!(a.n_iter, b.n_iter);
+    assert!(
+        rel(b.inertia, a.inertia) <= 1e-4,
+        "{} vs {}",
+        b.inertia,
+        a.inertia
+    );
+}

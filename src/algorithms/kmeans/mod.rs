@@ -84,6 +84,14 @@ pub fn fit(x: &Matrix, params: &KMeansParams, ctx: &RunContext) -> Result<KMeans
     // The data goes to the device once per fit; if it cannot, the fit runs on the CPU.
     let gpu_lloyd = match ctx.device {
         DeviceKind::Gpu => gpu::GpuLloyd::new(&xc, None)
+            .inspect(|g| {
+                if g.is_streamed() {
+                    tracing::info!(
+                        rows = n,
+                        "k-means: data streams through the device each iteration"
+                    );
+                }
+            })
             .inspect_err(
                 |e| tracing::warn!(error = %e, "k-means: GPU unavailable, using the CPU path"),
             )
