@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::lloyd::{RunResult, exact_sq_dists, finish_centers, sq_shift};
+use super::lloyd::{LloydStep, RunResult, drive};
 use crate::gpu::centroid::cluster_sums;
 use crate::gpu::{GpuContext, GpuError, GpuMatrix, assign::assign_nearest};
 use crate::model::{Cancelled, Matrix, RunContext};
@@ -204,51 +204,46 @@ impl GpuLloyd {
     pub(super) fn run(
         &self,
         x: &Matrix,
-        mut centers: Matrix,
+        centers: Matrix,
         max_iter: usize,
         tol_abs: f64,
         ctx: &RunContext,
-        mut on_iter: impl FnMut(usize, f64),
+        on_iter: impl FnMut(usize, f64),
     ) -> Result<RunResult, Stop> {
-        let n = x.rows();
-        let k = centers.rows();
-        // As on the CPU path: no first iteration can count as converged.
-        let mut labels_old = vec![u32::MAX; n];
-        let mut labels = labels_old.clone();
-        let mut sq_dists = vec![0f32; n];
-        let mut strict = false;
-        let mut n_iter = 0;
-        for i in 0..max_iter {
-            ctx.checkpoint()?;
-            let step = self.step(x, &centers, k)?;
-            (labels, sq_dists) = (step.labels, step.sq_dists);
-            let inertia: f64 = sq_dists.iter().map(|&v| f64::from(v)).sum();
-            ctx.checkpoint()?;
-            let new_centers = finish_centers(x, &labels, &sq_dists, step.sums, step.counts);
-            let shift = sq_shift(&centers, &new_centers);
-            centers = new_centers;
-            n_iter = i + 1;
-            on_iter(i, inertia);
-            if labels == labels_old {
-                strict = true;
-                break;
-            }
-            if shift <= tol_abs {
-                break;
-            }
-            std::mem::swap(&mut labels, &mut labels_old);
-        }
-        if !strict {
-            // The centres moved after the last assignment: label against where they ended up.
-            (labels, sq_dists) = self.assign(x, &centers)?;
-        }
-        let inertia = exact_sq_dists(x, &centers, &labels, &mut sq_dists, ctx)?;
-        Ok(RunResult {
-            labels,
-            centers,
-            inertia,
-            sq_dists,
-            n_iter,
-        })
+        let mut step = GpuStep { lloyd: self, x };
+        drive(x, centers, max_iter, tol_abs, ctx, &mut step, on_iter)
+    }
+}
+
+/// The GPU's [`LloydStep`]: the kernels over the resident or streamed data.
+struct GpuStep<'a> {
+    lloyd: &'a GpuLloyd,
+    x: &'a Matrix,
+}
+
+impl LloydStep for GpuStep<'_> {
+    type Error = Stop;
+
+    fn assign_and_sum(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(f64, Vec<f64>, Vec<usize>), Stop> {
+        let step = self.lloyd.step(self.x, centers, centers.rows())?;
+        *labels = step.labels;
+        *sq_dists = step.sq_dists;
+        let inertia = sq_dists.iter().map(|&v| f64::from(v)).sum();
+        Ok((inertia, step.sums, step.counts))
+    }
+
+    fn assign(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(), Stop> {
+        (*labels, *sq_dists) = self.lloyd.assign(self.x, centers)?;
+        Ok(())
     }
 }

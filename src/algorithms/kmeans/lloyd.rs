@@ -32,20 +32,41 @@ pub(super) struct RunResult {
     pub n_iter: usize,
 }
 
-/// Run Lloyd's iteration on `x` (with squared row norms `x_sq`) from `centers`.
-/// `tol_abs` is the absolute tolerance on the sum of squared centre shifts. `on_iter` is
-/// told the (0-based) iteration and the inertia of that iteration's assignment.
-pub(super) fn run(
+/// What differs between devices in a Lloyd run: how rows are assigned and summed.
+/// Everything else — stopping rules, the final re-assignment, the exact inertia — is
+/// [`drive`], shared, so both devices follow scikit-learn's loop step for step.
+pub(super) trait LloydStep {
+    type Error: From<Cancelled>;
+    /// Assign every row to its nearest of `centers` (into `labels`, `sq_dists`) and return
+    /// the assignment's inertia and the per-cluster sums (k × d, f64) and counts.
+    fn assign_and_sum(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(f64, Vec<f64>, Vec<usize>), Self::Error>;
+    /// Assign only (the re-assignment after a non-strict stop).
+    fn assign(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// scikit-learn 1.9.1's `_kmeans_single_lloyd` over any [`LloydStep`]. `tol_abs` is the
+/// absolute tolerance on the sum of squared centre shifts; `on_iter` is told the
+/// (0-based) iteration and the inertia of that iteration's assignment.
+pub(super) fn drive<S: LloydStep>(
     x: &Matrix,
-    x_sq: &[f32],
     mut centers: Matrix,
     max_iter: usize,
     tol_abs: f64,
     ctx: &RunContext,
+    step: &mut S,
     mut on_iter: impl FnMut(usize, f64),
-) -> Result<RunResult, Cancelled> {
+) -> Result<RunResult, S::Error> {
     let n = x.rows();
-    let k = centers.rows();
     // scikit-learn starts from labels of -1, so the first iteration never counts as
     // converged; u32::MAX plays that part.
     let mut labels = vec![u32::MAX; n];
@@ -53,44 +74,11 @@ pub(super) fn run(
     let mut sq_dists = vec![0f32; n];
     let mut strict = false;
     let mut n_iter = 0;
-
-    let lanes = lane_count(n, k, x.cols());
-    // The lanes' k × d sums live for the whole run: allocating them afresh every
-    // iteration cost page faults and, on freeing, TLB shoot-downs across the cores.
-    let mut lane_pool: Vec<Vec<f64>> = Vec::new();
     for i in 0..max_iter {
         ctx.checkpoint()?;
-        let c_sq = row_sq_norms(&centers);
-        let (inertia, new_centers) = match lanes {
-            Some(lanes) => {
-                let (inertia, sums, counts) = assign_and_sum(
-                    x,
-                    x_sq,
-                    &centers,
-                    &c_sq,
-                    lanes,
-                    ctx,
-                    &mut labels,
-                    &mut sq_dists,
-                    &mut lane_pool,
-                )?;
-                (inertia, finish_centers(x, &labels, &sq_dists, sums, counts))
-            }
-            None => {
-                let inertia = nearest_centers_into(
-                    x,
-                    x_sq,
-                    &centers,
-                    &c_sq,
-                    ctx,
-                    &mut labels,
-                    &mut sq_dists,
-                )?;
-                ctx.checkpoint()?;
-                let (sums, counts) = gather_sums(x, &labels, k);
-                (inertia, finish_centers(x, &labels, &sq_dists, sums, counts))
-            }
-        };
+        let (inertia, sums, counts) = step.assign_and_sum(&centers, &mut labels, &mut sq_dists)?;
+        ctx.checkpoint()?;
+        let new_centers = finish_centers(x, &labels, &sq_dists, sums, counts);
         let shift = sq_shift(&centers, &new_centers);
         centers = new_centers;
         n_iter = i + 1;
@@ -104,11 +92,9 @@ pub(super) fn run(
         }
         std::mem::swap(&mut labels, &mut labels_old);
     }
-
     if !strict {
         // The centres moved after the last assignment: label against where they ended up.
-        let c_sq = row_sq_norms(&centers);
-        nearest_centers_into(x, x_sq, &centers, &c_sq, ctx, &mut labels, &mut sq_dists)?;
+        step.assign(&centers, &mut labels, &mut sq_dists)?;
     }
     let inertia = exact_sq_dists(x, &centers, &labels, &mut sq_dists, ctx)?;
     Ok(RunResult {
@@ -118,6 +104,84 @@ pub(super) fn run(
         sq_dists,
         n_iter,
     })
+}
+
+/// The CPU step: blocked GEMM distances, fused with the sums when the lanes fit.
+struct CpuStep<'a> {
+    x: &'a Matrix,
+    x_sq: &'a [f32],
+    ctx: &'a RunContext,
+    lanes: Option<usize>,
+    /// The lanes' k × d sums live for the whole run: allocating them afresh every
+    /// iteration cost page faults and, on freeing, TLB shoot-downs across the cores.
+    lane_pool: Vec<Vec<f64>>,
+}
+
+impl LloydStep for CpuStep<'_> {
+    type Error = Cancelled;
+
+    fn assign_and_sum(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(f64, Vec<f64>, Vec<usize>), Cancelled> {
+        let c_sq = row_sq_norms(centers);
+        match self.lanes {
+            Some(lanes) => assign_and_sum(
+                self.x,
+                self.x_sq,
+                centers,
+                &c_sq,
+                lanes,
+                self.ctx,
+                labels,
+                sq_dists,
+                &mut self.lane_pool,
+            ),
+            None => {
+                let inertia = nearest_centers_into(
+                    self.x, self.x_sq, centers, &c_sq, self.ctx, labels, sq_dists,
+                )?;
+                self.ctx.checkpoint()?;
+                let (sums, counts) = gather_sums(self.x, labels, centers.rows());
+                Ok((inertia, sums, counts))
+            }
+        }
+    }
+
+    fn assign(
+        &mut self,
+        centers: &Matrix,
+        labels: &mut Vec<u32>,
+        sq_dists: &mut Vec<f32>,
+    ) -> Result<(), Cancelled> {
+        let c_sq = row_sq_norms(centers);
+        nearest_centers_into(
+            self.x, self.x_sq, centers, &c_sq, self.ctx, labels, sq_dists,
+        )?;
+        Ok(())
+    }
+}
+
+/// Run Lloyd's iteration on `x` (with squared row norms `x_sq`) from `centers` on the CPU.
+pub(super) fn run(
+    x: &Matrix,
+    x_sq: &[f32],
+    centers: Matrix,
+    max_iter: usize,
+    tol_abs: f64,
+    ctx: &RunContext,
+    on_iter: impl FnMut(usize, f64),
+) -> Result<RunResult, Cancelled> {
+    let mut step = CpuStep {
+        x,
+        x_sq,
+        ctx,
+        lanes: lane_count(x.rows(), centers.rows(), x.cols()),
+        lane_pool: Vec::new(),
+    };
+    drive(x, centers, max_iter, tol_abs, ctx, &mut step, on_iter)
 }
 
 /// How many lanes the fused step uses for this shape, or `None` for the gather path.
