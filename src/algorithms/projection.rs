@@ -148,13 +148,22 @@ mod tests {
         let coords = pca_2d(&x, 0, &ctx).unwrap();
         let var = |k: usize| coords.iter().map(|c| f64::from(c[k]).powi(2)).sum::<f64>();
         assert!(var(0) > var(1) * 5.0, "first axis carries most variance");
-        // The first coordinate is the (signed) position along (1,1)/√2.
-        let corr: f64 = coords
-            .iter()
-            .zip(0..200)
-            .map(|(c, i)| f64::from(c[0]) * ((i as f64 - 100.0) / 10.0))
-            .sum();
-        assert!(corr.abs() > 0.0);
+        // The first coordinate is the position along (1,1,0)/√2 (that is √2·t), the second
+        // along (1,−1,0)/√2 (√2·u), each up to sign.
+        let corr = |k: usize, truth: &dyn Fn(usize) -> f64| {
+            let a: Vec<f64> = coords.iter().map(|c| f64::from(c[k])).collect();
+            let b: Vec<f64> = (0..200).map(truth).collect();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (ma, mb) = (mean(&a), mean(&b));
+            let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+            let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+            let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+            cov / (va * vb).sqrt()
+        };
+        let t = |i: usize| (i as f64 - 100.0) / 10.0;
+        let u = |i: usize| ((i * 37) % 200) as f64 / 100.0 - 1.0;
+        assert!(corr(0, &t).abs() > 0.999, "first axis: {}", corr(0, &t));
+        assert!(corr(1, &u).abs() > 0.99, "second axis: {}", corr(1, &u));
         assert_eq!(coords, pca_2d(&x, 0, &ctx).unwrap(), "deterministic");
     }
 
