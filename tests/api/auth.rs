@@ -1,57 +1,29 @@
 //! Keys, organisations and namespaces, on both transports.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::Code;
 
 use crate::harness::*;
 use clusterd::api::grpc::pb;
 
-async fn rest(
-    server: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    key: Option<&str>,
-    ns: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, server.url(path))
-        .header("X-Namespace", ns);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn missing_or_unknown_key_is_unauthenticated_on_both_transports() {
     let server = server_with_reference_collections().await;
     for key in [None, Some("sk_wrong_key_123")] {
-        let (status, body) = rest(
-            &server,
-            reqwest::Method::POST,
-            "/v1/clusters/execute",
-            key,
-            NS,
-            Some(&reference_body()),
-        )
-        .await;
+        let (status, body) = server
+            .send(
+                reqwest::Method::POST,
+                "/v1/clusters/execute",
+                key,
+                NS,
+                Some(&reference_body()),
+            )
+            .await;
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"]["code"], "unauthenticated");
-        let (status, _) = rest(
-            &server,
-            reqwest::Method::GET,
-            "/v1/collections",
-            key,
-            NS,
-            None,
-        )
-        .await;
+        let (status, _) = server
+            .send(reqwest::Method::GET, "/v1/collections", key, NS, None)
+            .await;
         assert_eq!(status, 401);
     }
     let mut client = server.cluster_client().await;
@@ -70,26 +42,26 @@ async fn missing_or_unknown_key_is_unauthenticated_on_both_transports() {
 #[tokio::test]
 async fn a_key_may_not_use_a_namespace_it_does_not_list() {
     let server = server_with_reference_collections().await;
-    let (status, body) = rest(
-        &server,
-        reqwest::Method::POST,
-        "/v1/clusters/execute",
-        Some(KEY_A),
-        "staging",
-        Some(&reference_body()),
-    )
-    .await;
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            "/v1/clusters/execute",
+            Some(KEY_A),
+            "staging",
+            Some(&reference_body()),
+        )
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "permission_denied");
-    let (status, _) = rest(
-        &server,
-        reqwest::Method::GET,
-        "/v1/collections",
-        Some(KEY_A),
-        "staging",
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/collections",
+            Some(KEY_A),
+            "staging",
+            None,
+        )
+        .await;
     assert_eq!(status, 403);
     let err = server
         .cluster_client()
@@ -116,37 +88,37 @@ async fn another_organisation_cannot_see_or_cluster_our_collections() {
     let server = server_with_reference_collections().await;
     // Org B may use every namespace of its own, including "production", but org A's
     // collections there are not its collections.
-    let (status, body) = rest(
-        &server,
-        reqwest::Method::GET,
-        "/v1/collections",
-        Some(KEY_B),
-        NS,
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/collections",
+            Some(KEY_B),
+            NS,
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["collections"], json!([]));
-    let (status, body) = rest(
-        &server,
-        reqwest::Method::POST,
-        "/v1/clusters/execute",
-        Some(KEY_B),
-        NS,
-        Some(&reference_body()),
-    )
-    .await;
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            "/v1/clusters/execute",
+            Some(KEY_B),
+            NS,
+            Some(&reference_body()),
+        )
+        .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["field"], "collection_ids[0]");
-    let (status, _) = rest(
-        &server,
-        reqwest::Method::DELETE,
-        "/v1/collections/col_products_v1",
-        Some(KEY_B),
-        NS,
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/collections/col_products_v1",
+            Some(KEY_B),
+            NS,
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
 
     let listed = server
@@ -165,15 +137,15 @@ async fn another_organisation_cannot_see_or_cluster_our_collections() {
         .expect_err("org B cannot cluster org A's collections");
     assert_eq!(err.code(), Code::NotFound);
     // Org A still sees both.
-    let (_, body) = rest(
-        &server,
-        reqwest::Method::GET,
-        "/v1/collections",
-        Some(KEY_A),
-        NS,
-        None,
-    )
-    .await;
+    let (_, body) = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/collections",
+            Some(KEY_A),
+            NS,
+            None,
+        )
+        .await;
     assert_eq!(body["collections"].as_array().map(Vec::len), Some(2));
 }
 
@@ -183,15 +155,15 @@ async fn development_mode_runs_without_keys_on_loopback() {
         keys: false,
         extra_args: vec![],
     });
-    let (status, body) = rest(
-        &server,
-        reqwest::Method::GET,
-        "/v1/collections",
-        None,
-        "anything",
-        None,
-    )
-    .await;
+    let (status, body) = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/collections",
+            None,
+            "anything",
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
     assert!(log.contains("development mode"), "{log}");

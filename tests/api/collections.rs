@@ -7,28 +7,17 @@ use crate::harness::*;
 use clusterd::api::grpc::pb;
 
 async fn post_json(server: &TestServer, collection: &str, body: &Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(server.url(&format!("/v1/collections/{collection}/documents")))
-        .bearer_auth(KEY_A)
-        .header("X-Namespace", NS)
-        .json(body)
-        .send()
+    let path = format!("/v1/collections/{collection}/documents");
+    server
+        .send(reqwest::Method::POST, &path, Some(KEY_A), NS, Some(body))
         .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON"))
 }
 
 async fn list(server: &TestServer, query: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .get(server.url(&format!("/v1/collections{query}")))
-        .bearer_auth(KEY_A)
-        .header("X-Namespace", NS)
-        .send()
+    let path = format!("/v1/collections{query}");
+    server
+        .send(reqwest::Method::GET, &path, Some(KEY_A), NS, None)
         .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON"))
 }
 
 #[tokio::test]

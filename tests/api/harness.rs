@@ -157,6 +157,43 @@ impl TestServer {
         (status, resp.json().await.expect("JSON body"))
     }
 
+    /// Any REST call: `key` as bearer token (none when `None`), `ns` as X-Namespace, an
+    /// optional JSON body; the status and the JSON answer (null when there is none).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        ns: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, self.url(path))
+            .header("X-Namespace", ns);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET `path` as `key` in namespace `NS`, returning the raw body (artifacts).
+    pub async fn get_bytes(&self, key: &str, path: &str) -> (u16, bytes::Bytes) {
+        let resp = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(key)
+            .header("X-Namespace", NS)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.expect("body"))
+    }
+
     /// Upload a Parquet file as `key` into `collection`.
     pub async fn upload_parquet(
         &self,

@@ -11,27 +11,9 @@ use crate::harness::*;
 use clusterd::api::grpc::pb;
 
 async fn get_json(server: &TestServer, key: &str, path: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .get(server.url(path))
-        .bearer_auth(key)
-        .header("X-Namespace", NS)
-        .send()
+    server
+        .send(reqwest::Method::GET, path, Some(key), NS, None)
         .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_bytes(server: &TestServer, key: &str, path: &str) -> (u16, Bytes) {
-    let resp = reqwest::Client::new()
-        .get(server.url(path))
-        .bearer_auth(key)
-        .header("X-Namespace", NS)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.bytes().await.expect("body"))
 }
 
 fn read_parquet(bytes: Bytes) -> Vec<RecordBatch> {
@@ -80,12 +62,12 @@ async fn completed_run_is_stored_with_readable_artifacts() {
     assert!(run["heartbeat_at"].is_string() && run["instance_id"].is_string());
 
     // clusters.parquet: one row per cluster, in id order, with centroids.
-    let (status, bytes) = get_bytes(
-        &server,
-        KEY_A,
-        &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
-    )
-    .await;
+    let (status, bytes) = server
+        .get_bytes(
+            KEY_A,
+            &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
+        )
+        .await;
     assert_eq!(status, 200);
     let clusters = read_parquet(bytes);
     assert_eq!(
@@ -115,12 +97,12 @@ async fn completed_run_is_stored_with_readable_artifacts() {
     }
 
     // members.parquet: every document once, sorted by cluster_id.
-    let (status, bytes) = get_bytes(
-        &server,
-        KEY_A,
-        &format!("/v1/clusters/runs/{run_id}/artifacts/members.parquet"),
-    )
-    .await;
+    let (status, bytes) = server
+        .get_bytes(
+            KEY_A,
+            &format!("/v1/clusters/runs/{run_id}/artifacts/members.parquet"),
+        )
+        .await;
     assert_eq!(status, 200);
     let members = read_parquet(bytes.clone());
     let ids = strings(&members, "cluster_id");
@@ -221,12 +203,12 @@ async fn save_artifacts_adds_sample_parquet_with_coordinates() {
     let (status, out) = server.execute_rest(KEY_A, &body).await;
     assert_eq!(status, 200, "{out}");
     let run_id = out["run_id"].as_str().expect("run_id");
-    let (status, bytes) = get_bytes(
-        &server,
-        KEY_A,
-        &format!("/v1/clusters/runs/{run_id}/artifacts/sample.parquet"),
-    )
-    .await;
+    let (status, bytes) = server
+        .get_bytes(
+            KEY_A,
+            &format!("/v1/clusters/runs/{run_id}/artifacts/sample.parquet"),
+        )
+        .await;
     assert_eq!(status, 200);
     let sample = read_parquet(bytes);
     let schema = sample[0].schema();
@@ -244,12 +226,12 @@ async fn save_artifacts_adds_sample_parquet_with_coordinates() {
         );
     }
     assert_eq!(sample.iter().map(RecordBatch::num_rows).sum::<usize>(), 600);
-    let (_, bytes) = get_bytes(
-        &server,
-        KEY_A,
-        &format!("/v1/clusters/runs/{run_id}/artifacts/members.parquet"),
-    )
-    .await;
+    let (_, bytes) = server
+        .get_bytes(
+            KEY_A,
+            &format!("/v1/clusters/runs/{run_id}/artifacts/members.parquet"),
+        )
+        .await;
     let members = read_parquet(bytes);
     assert!(members[0].schema().field_with_name("coordinates").is_ok());
 
@@ -344,12 +326,12 @@ async fn runs_are_isolated_by_organisation() {
     let run_id = out["run_id"].as_str().expect("run_id");
     let (status, _) = get_json(&server, KEY_B, &format!("/v1/clusters/runs/{run_id}")).await;
     assert_eq!(status, 404);
-    let (status, _) = get_bytes(
-        &server,
-        KEY_B,
-        &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
-    )
-    .await;
+    let (status, _) = server
+        .get_bytes(
+            KEY_B,
+            &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
+        )
+        .await;
     assert_eq!(status, 404);
     let (_, list) = get_json(&server, KEY_B, "/v1/clusters/runs").await;
     assert_eq!(list["runs"], json!([]));
