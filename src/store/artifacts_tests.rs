@@ -9,22 +9,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::*;
 use crate::model::ErrorCode;
 use crate::store::run_key;
-
-fn temp_store(name: &str) -> Store {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "clusterd-artifacts-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    Store::open(dir.to_str().unwrap()).unwrap()
-}
-
-fn scope() -> Scope {
-    Scope::new("int_abc123", "production").unwrap()
-}
+use crate::store::test_support::{scope, temp_store};
 
 const RUN: &str = "run_ffffffffff0000000001";
 

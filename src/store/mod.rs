@@ -357,4 +357,6 @@ impl Store {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -11,22 +11,7 @@ use crate::model::{
     Algorithm, DeviceInfo, ErrorCode, ExecuteResponse, RunRecord, RunRequestRecord,
 };
 use crate::store::run_key;
-
-pub(crate) fn temp_store(name: &str) -> Store {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "clusterd-runs-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    Store::open(dir.to_str().unwrap()).unwrap()
-}
-
-fn scope() -> Scope {
-    Scope::new("int_abc123", "production").unwrap()
-}
+use crate::store::test_support::{scope, temp_store};
 
 /// The id the engine gives a run started at `millis`.
 fn run_id(millis: u64, suffix: u32) -> String {

@@ -20,22 +20,7 @@ use serde_json::json;
 
 use super::*;
 use crate::model::{DeviceKind, DocumentRecord, ErrorCode, RunContext};
-
-fn temp_store(name: &str) -> Store {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "clusterd-store-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    Store::open(dir.to_str().unwrap()).unwrap()
-}
-
-fn scope() -> Scope {
-    Scope::new("int_abc123", "production").unwrap()
-}
+use crate::store::test_support::{scope, temp_store};
 
 fn ctx() -> RunContext {
     RunContext::new(0, DeviceKind::Cpu)
