@@ -1,9 +1,9 @@
 //! Clustering algorithms, one module each. Each validates its `algorithm_params` into a
 //! checked parameter type before fitting, so the fitting code assumes valid input.
 
+pub mod dbscan;
 #[cfg(test)]
 pub mod density_fixtures;
-pub mod dbscan;
 pub mod distance;
 pub mod kmeans;
 pub mod neighbors;

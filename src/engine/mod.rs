@@ -12,12 +12,13 @@ use std::time::Instant;
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use crate::algorithms::dbscan::{self, DbscanParams};
 use crate::algorithms::kmeans::{self, KMeansParams};
 use crate::algorithms::projection;
 use crate::gpu;
 use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    Algorithm, ApiError, ApiResult, Caller, DeviceInfo, DeviceKind, ExecuteRequest,
+    Algorithm, ApiError, ApiResult, Caller, Cancelled, DeviceInfo, DeviceKind, ExecuteRequest,
     ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord,
     RunState, RunStatus, Scope,
 };
@@ -71,36 +72,74 @@ pub struct Engine {
 }
 
 /// The algorithm with its validated parameters, checked before any data is read.
+#[derive(Clone)]
 enum Plan {
     KMeans(KMeansParams),
+    Dbscan(DbscanParams),
 }
 
 impl Plan {
     fn from_request(req: &ExecuteRequest) -> ApiResult<Self> {
-        match req.algorithm {
-            Algorithm::KMeans => KMeansParams::from_params(&req.algorithm_params)
-                .map(Plan::KMeans)
-                .map_err(|e| e.under("config.algorithm_params")),
-            other => Err(ApiError::unimplemented(
-                "config.algorithm",
-                format!(
-                    "{} is not available yet in this version of clusterd; kmeans is",
-                    other.as_str()
-                ),
-            )),
-        }
+        let params = &req.algorithm_params;
+        let plan = match req.algorithm {
+            Algorithm::KMeans => KMeansParams::from_params(params).map(Plan::KMeans),
+            Algorithm::Dbscan => DbscanParams::from_params(params).map(Plan::Dbscan),
+            other => {
+                return Err(ApiError::unimplemented(
+                    "config.algorithm",
+                    format!(
+                        "{} is not available yet in this version of clusterd; {} are",
+                        other.as_str(),
+                        Plan::BUILT.join(", ")
+                    ),
+                ));
+            }
+        };
+        plan.map_err(|e| e.under("config.algorithm_params"))
     }
 
+    /// Algorithms this version runs.
+    const BUILT: [&'static str; 2] = ["kmeans", "dbscan"];
+
+    /// Errors that depend on the number of documents, found once the data is loaded.
+    fn check_against_data(&self, n: usize) -> ApiResult<()> {
+        match self {
+            Plan::KMeans(p) => p.check_against_data(n),
+            Plan::Dbscan(p) => p.check_against_data(n),
+        }
+        .map_err(|e| e.under("config.algorithm_params"))
+    }
+
+    /// The seed of the run: the algorithm's `random_state` where it has one. Deterministic
+    /// algorithms still use it for `sample_size` and sampled metrics.
     fn seed(&self) -> u64 {
         match self {
             Plan::KMeans(p) => p.random_state.unwrap_or(0),
+            Plan::Dbscan(_) => 0,
         }
     }
 
     fn resolved_params(&self) -> serde_json::Value {
         match self {
             Plan::KMeans(p) => p.resolved(),
+            Plan::Dbscan(p) => p.resolved(),
         }
+    }
+
+    /// Run the algorithm on the (normalised, when asked) vectors.
+    fn fit(&self, x: &Matrix, ctx: &RunContext) -> Result<Labelled, Cancelled> {
+        let found = match self {
+            Plan::KMeans(p) => {
+                let fit = kmeans::fit(x, p, ctx)?;
+                return Ok(Labelled {
+                    labels: fit.labels.iter().map(|&l| i64::from(l)).collect(),
+                    centers: fit.centers,
+                    distances: fit.distances,
+                });
+            }
+            Plan::Dbscan(p) => dbscan::fit(x, p, ctx)?,
+        };
+        Ok(Labelled::from_labels(x, found.labels, found.n_clusters))
     }
 }
 
@@ -295,11 +334,8 @@ impl Engine {
             ApiError::internal("store returned no vectors for a vector algorithm")
         })?;
         ctx.checkpoint()?;
-        let Plan::KMeans(params) = plan;
-        params
-            .check_against_data(n)
-            .map_err(|e| e.under("config.algorithm_params"))?;
-        let params = params.clone();
+        plan.check_against_data(n)?;
+        let plan = plan.clone();
         let normalize = req.normalize_features;
         let compute_metrics = req.compute_metrics;
         let coordinates = req.save_artifacts;
@@ -308,12 +344,7 @@ impl Engine {
             if normalize {
                 normalize_rows(&mut vectors, &ctx);
             }
-            let fit = kmeans::fit(&vectors, &params, &ctx)?;
-            let labelled = Labelled {
-                labels: fit.labels.iter().map(|&l| i64::from(l)).collect(),
-                centers: fit.centers,
-                distances: fit.distances,
-            };
+            let labelled = plan.fit(&vectors, &ctx)?;
             let metrics = if compute_metrics {
                 ctx.progress(ProgressEvent {
                     stage: "metrics",
@@ -335,7 +366,7 @@ impl Engine {
             } else {
                 None
             };
-            Ok::<_, crate::model::Cancelled>((vectors, labelled, metrics, coordinates))
+            Ok::<_, Cancelled>((vectors, labelled, metrics, coordinates))
         })
         .await
         .map_err(ApiError::internal)??;
@@ -490,7 +521,7 @@ mod tests {
     #[test]
     fn unbuilt_algorithms_are_unimplemented_not_faked() {
         for alg in Algorithm::ALL {
-            if alg == Algorithm::KMeans {
+            if Plan::BUILT.contains(&alg.as_str()) {
                 continue;
             }
             let req = ExecuteRequest {

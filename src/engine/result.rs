@@ -1,6 +1,8 @@
 //! Turning labels into the public result: clusters ranked by size (`cluster_001` is the
 //! largest), noise as `"noise"` without a centroid, members sorted by cluster id.
 
+use rayon::prelude::*;
+
 use crate::model::response::{NOISE_CLUSTER_ID, cluster_id};
 use crate::model::{Centroid, Matrix, Member};
 use crate::store::{ClusterRow, LoadedDocuments, MemberRow};
@@ -13,6 +15,56 @@ pub struct Labelled {
     /// Euclidean distance of each row to its centre, in the clustered space (ignored for
     /// noise).
     pub distances: Vec<f32>,
+}
+
+impl Labelled {
+    /// The answer of an algorithm without centres of its own (density, hierarchical...):
+    /// each cluster's centroid is the mean of its members (summed in f64, in row order),
+    /// and distances are to that mean. Noise (−1) has neither.
+    pub fn from_labels(x: &Matrix, labels: Vec<i64>, n_clusters: usize) -> Labelled {
+        let d = x.cols();
+        let mut sums = vec![0f64; n_clusters * d];
+        let mut counts = vec![0usize; n_clusters];
+        for (row, &l) in labels.iter().enumerate() {
+            if let Some(c) = usize::try_from(l).ok().filter(|&c| c < n_clusters) {
+                counts[c] += 1;
+                for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(x.row(row)) {
+                    *s += f64::from(v);
+                }
+            }
+        }
+        let mut centers = Matrix::zeros(n_clusters, d);
+        for c in 0..n_clusters {
+            let count = counts[c].max(1) as f64;
+            for (o, &s) in centers.row_mut(c).iter_mut().zip(&sums[c * d..(c + 1) * d]) {
+                *o = (s / count) as f32;
+            }
+        }
+        let distances = labels
+            .par_iter()
+            .enumerate()
+            .map(
+                |(row, &l)| match usize::try_from(l).ok().filter(|&c| c < n_clusters) {
+                    Some(c) => x
+                        .row(row)
+                        .iter()
+                        .zip(centers.row(c))
+                        .map(|(&a, &b)| {
+                            let t = f64::from(a) - f64::from(b);
+                            t * t
+                        })
+                        .sum::<f64>()
+                        .sqrt() as f32,
+                    None => 0.0,
+                },
+            )
+            .collect();
+        Labelled {
+            labels,
+            centers,
+            distances,
+        }
+    }
 }
 
 /// Internal label -> public rank: larger clusters first, ties by internal label so the
@@ -191,6 +243,19 @@ mod tests {
             order,
             vec![(Some(0), 1), (Some(0), 3), (Some(1), 2), (None, 0)]
         );
+    }
+
+    #[test]
+    fn centroids_of_label_only_algorithms_are_member_means_and_noise_has_none() {
+        let x = Matrix::from_vec(4, 2, vec![0.0, 0.0, 2.0, 0.0, 10.0, 10.0, 5.0, 5.0]).unwrap();
+        let l = Labelled::from_labels(&x, vec![0, 0, 1, -1], 2);
+        assert_eq!(l.centers.row(0), &[1.0, 0.0]);
+        assert_eq!(l.centers.row(1), &[10.0, 10.0]);
+        assert_eq!(l.distances, vec![1.0, 1.0, 0.0, 0.0]);
+        let ranking = Ranking::new(&l.labels, 2);
+        let c = centroids(&l, &ranking, "v");
+        assert_eq!(c.len(), 2, "noise has no centroid row");
+        assert_eq!(c[0].num_members, 2);
     }
 
     #[test]

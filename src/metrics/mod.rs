@@ -6,11 +6,14 @@
 //! f64 in an order fixed by the data alone, so the scores do not depend on the size of the
 //! rayon pool.
 
+mod agreement;
 mod calinski_harabasz;
 mod davies_bouldin;
 mod silhouette;
 #[cfg(test)]
 mod tests;
+
+pub use agreement::adjusted_rand_index;
 
 use std::ops::Range;
 

@@ -192,13 +192,35 @@ fn cases() -> Vec<Case> {
         Case {
             name: "algorithm not built yet",
             body: with(|b| {
-                b["config"]["algorithm"] = json!("dbscan");
-                b["config"]["algorithm_params"] = json!({"eps": 0.5});
+                b["config"]["algorithm"] = json!("spectral");
+                b["config"]["algorithm_params"] = json!({"n_clusters": 3});
             }),
             http: 501,
             code: "unimplemented",
             field: Some("config.algorithm"),
             grpc: Code::Unimplemented,
+        },
+        Case {
+            name: "density parameter out of range",
+            body: with(|b| {
+                b["config"]["algorithm"] = json!("dbscan");
+                b["config"]["algorithm_params"] = json!({"eps": -0.5});
+            }),
+            http: 400,
+            code: "invalid_parameter",
+            field: Some("config.algorithm_params.eps"),
+            grpc: Code::InvalidArgument,
+        },
+        Case {
+            name: "unknown metric for a density algorithm",
+            body: with(|b| {
+                b["config"]["algorithm"] = json!("dbscan");
+                b["config"]["algorithm_params"] = json!({"metric": "hamming"});
+            }),
+            http: 400,
+            code: "invalid_parameter",
+            field: Some("config.algorithm_params.metric"),
+            grpc: Code::InvalidArgument,
         },
         Case {
             name: "zero sample_size",

@@ -3,6 +3,7 @@
 
 mod auth;
 mod collections;
+mod density;
 mod errors;
 mod execute;
 mod gpu;

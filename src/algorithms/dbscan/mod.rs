@@ -70,7 +70,11 @@ pub fn fit(
 
     progress(ctx, "dbscan:clusters", 0.0);
     let parent: Vec<AtomicU32> = (0..n as u32).map(AtomicU32::new).collect();
-    let cores: Vec<u32> = all.iter().copied().filter(|&i| is_core[i as usize]).collect();
+    let cores: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&i| is_core[i as usize])
+        .collect();
     points.scan(
         &cores,
         ctx,
@@ -97,7 +101,11 @@ pub fn fit(
     }
 
     progress(ctx, "dbscan:border_points", 0.0);
-    let others: Vec<u32> = all.iter().copied().filter(|&i| !is_core[i as usize]).collect();
+    let others: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&i| !is_core[i as usize])
+        .collect();
     let first_root = points.scan(
         &others,
         ctx,
@@ -128,8 +136,7 @@ fn find(parent: &[AtomicU32], mut i: u32) -> u32 {
         }
         let gp = parent[p as usize].load(Ordering::Acquire);
         if gp != p {
-            let _ =
-                parent[i as usize].compare_exchange(p, gp, Ordering::AcqRel, Ordering::Acquire);
+            let _ = parent[i as usize].compare_exchange(p, gp, Ordering::AcqRel, Ordering::Acquire);
         }
         i = gp;
     }

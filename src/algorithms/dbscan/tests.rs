@@ -106,7 +106,10 @@ fn isolated_rows_are_noise_and_min_samples_one_makes_every_row_core() {
         metric: Metric::Euclidean,
     };
     assert_eq!(fit(&x, &p, &ctx()).unwrap().labels, vec![0, 0, -1, -1]);
-    let p = DbscanParams { min_samples: 1, ..p };
+    let p = DbscanParams {
+        min_samples: 1,
+        ..p
+    };
     let got = fit(&x, &p, &ctx()).unwrap();
     assert_eq!(got.labels, vec![0, 0, 1, 2]);
     assert_eq!(got.n_clusters, 3);
@@ -126,7 +129,10 @@ fn the_neighbourhood_includes_rows_at_exactly_eps() {
 #[test]
 fn validates_parameters_with_scikit_learn_defaults() {
     let p = DbscanParams::from_params(&params(serde_json::json!({}))).unwrap();
-    assert_eq!((p.eps, p.min_samples, p.metric), (0.5, 5, Metric::Euclidean));
+    assert_eq!(
+        (p.eps, p.min_samples, p.metric),
+        (0.5, 5, Metric::Euclidean)
+    );
     let p = DbscanParams::from_params(&params(serde_json::json!({
         "eps": 0.3, "min_samples": 10, "metric": "cosine", "algorithm": "kd_tree", "leaf_size": 30
     })))

@@ -1,0 +1,201 @@
+//! The density algorithms through both transports: scikit-learn's clusters, and noise
+//! reported as `"noise"` members without a centroid, left out of the metrics and counted.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use clusterd::metrics::adjusted_rand_index;
+
+const COLLECTION: &str = "moons";
+
+/// The moons-with-noise fixture (data and scikit-learn 1.9.1's labels).
+fn fixture() -> Value {
+    let path = format!(
+        "{}/tests/fixtures/density_moons.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+fn doc_id(i: usize) -> String {
+    format!("p{i:04}")
+}
+
+/// A server holding the fixture's rows as JSON-uploaded documents.
+async fn server_with_moons(f: &Value) -> TestServer {
+    let server = TestServer::start();
+    let docs: Vec<Value> = f["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .enumerate()
+        .map(|(i, row)| json!({"document_id": doc_id(i), "embedding": row}))
+        .collect();
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/collections/{COLLECTION}/documents"),
+            Some(KEY_A),
+            NS,
+            Some(&json!({ "documents": docs })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server
+}
+
+/// The first scikit-learn case of `algorithm` in the fixture: (params, labels).
+fn case(f: &Value, algorithm: &str) -> (Value, Vec<i64>) {
+    let c = f["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["algorithm"] == algorithm)
+        .unwrap_or_else(|| panic!("no {algorithm} case"));
+    let labels = c["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_i64().expect("label"))
+        .collect();
+    (c["params"].clone(), labels)
+}
+
+fn request(algorithm: &str, params: &Value) -> Value {
+    json!({
+        "collection_ids": [COLLECTION],
+        "config": {
+            "algorithm": algorithm,
+            "algorithm_params": params,
+            "feature_vector": {"vector_name": "embedding"},
+            // scikit-learn ran on the raw rows.
+            "normalize_features": false
+        },
+        "include_members": true,
+        "compute_metrics": true,
+        "store_results": true
+    })
+}
+
+/// Labels in fixture row order from (document_id, cluster_id) members: noise is −1, every
+/// cluster id another integer.
+fn labels_in_row_order<'a>(
+    n: usize,
+    members: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<i64> {
+    let mut ids: HashMap<&str, i64> = HashMap::new();
+    let mut labels = vec![i64::MIN; n];
+    for (doc, cluster) in members {
+        let next = ids.len() as i64;
+        let label = if cluster == "noise" {
+            -1
+        } else {
+            *ids.entry(cluster).or_insert(next)
+        };
+        let row: usize = doc[1..].parse().expect("document id p<row>");
+        labels[row] = label;
+    }
+    assert!(
+        labels.iter().all(|&l| l != i64::MIN),
+        "every row is a member"
+    );
+    labels
+}
+
+#[tokio::test]
+async fn density_algorithms_match_scikit_learn_over_rest_with_noise_reported_as_noise() {
+    let f = fixture();
+    let server = server_with_moons(&f).await;
+    let n = f["data"].as_array().map_or(0, Vec::len);
+    for algorithm in ["dbscan", "hdbscan", "optics"] {
+        let (params, want) = case(&f, algorithm);
+        let (status, body) = server
+            .execute_rest(KEY_A, &request(algorithm, &params))
+            .await;
+        assert_eq!(status, 200, "{algorithm}: {body}");
+        assert_eq!(body["algorithm"], algorithm);
+        let members = body["members"].as_array().expect("members");
+        let got = labels_in_row_order(
+            n,
+            members.iter().map(|m| {
+                (
+                    m["document_id"].as_str().expect("document_id"),
+                    m["cluster_id"].as_str().expect("cluster_id"),
+                )
+            }),
+        );
+        let ari = adjusted_rand_index(&got, &want);
+        assert!(ari >= 0.99, "{algorithm} {params}: ARI {ari}");
+
+        let noise = got.iter().filter(|&&l| l == -1).count();
+        assert!(noise > 0, "{algorithm}: the fixture has noise");
+        assert_eq!(body["metrics"]["num_noise"], noise, "{algorithm}");
+        assert!(body["metrics"]["silhouette_score"].is_f64(), "{body}");
+        let centroids = body["centroids"].as_array().expect("centroids");
+        assert_eq!(body["num_clusters"], centroids.len());
+        assert!(centroids.iter().all(|c| c["cluster_id"] != "noise"));
+        let clustered: u64 = centroids
+            .iter()
+            .filter_map(|c| c["num_members"].as_u64())
+            .sum();
+        assert_eq!(clustered as usize + noise, n, "{algorithm}");
+        for m in members.iter().filter(|m| m["cluster_id"] == "noise") {
+            assert!(
+                m["distance_to_centroid"].is_null(),
+                "noise has no centroid: {m}"
+            );
+        }
+        // Noise sorts after every cluster in the inline list as in members.parquet.
+        assert_eq!(members.last().expect("members")["cluster_id"], "noise");
+        assert!(body["members_key"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn density_algorithms_answer_over_grpc_with_resolved_params_in_the_run_record() {
+    let f = fixture();
+    let server = server_with_moons(&f).await;
+    let n = f["data"].as_array().map_or(0, Vec::len);
+    let mut client = server.cluster_client().await;
+    for algorithm in ["dbscan", "hdbscan", "optics"] {
+        let (params, want) = case(&f, algorithm);
+        let resp = client
+            .execute(authed(to_proto(&request(algorithm, &params)), KEY_A, NS))
+            .await
+            .unwrap_or_else(|e| panic!("{algorithm}: {e}"))
+            .into_inner();
+        assert!(resp.success);
+        let got = labels_in_row_order(
+            n,
+            resp.members
+                .iter()
+                .map(|m| (m.document_id.as_str(), m.cluster_id.as_str())),
+        );
+        let ari = adjusted_rand_index(&got, &want);
+        assert!(ari >= 0.99, "{algorithm} over gRPC: ARI {ari}");
+        let noise = got.iter().filter(|&&l| l == -1).count();
+        assert_eq!(
+            resp.metrics.as_ref().and_then(|m| m.num_noise),
+            Some(noise as i32)
+        );
+
+        // The run record holds every parameter with its default resolved.
+        let (status, run) = server
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/clusters/runs/{}", resp.run_id),
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        let resolved = &run["request"]["algorithm_params"];
+        assert_eq!(resolved["metric"], "euclidean", "{algorithm}: {resolved}");
+        for (k, v) in params.as_object().expect("params object") {
+            assert_eq!(&resolved[k], v, "{algorithm}: {k} as run");
+        }
+    }
+}
