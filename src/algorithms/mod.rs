@@ -4,6 +4,7 @@
 #[cfg(test)]
 pub mod density_fixtures;
 pub mod distance;
+pub mod hdbscan;
 pub mod kmeans;
 pub mod neighbors;
 pub mod projection;
