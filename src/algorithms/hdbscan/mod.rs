@@ -15,9 +15,9 @@
 
 mod mst;
 mod params;
-mod tree;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 pub use params::{HdbscanAlgorithm, HdbscanParams, SelectionMethod};
 
@@ -36,7 +36,11 @@ fn stage(ctx: &RunContext, stage: &'static str, fraction: f32) {
 
 /// Cluster the rows of `x`. `params` must have passed `check_against_data(x.rows())`; with
 /// fewer than two rows every row is noise.
-pub fn fit(x: &Matrix, params: &HdbscanParams, ctx: &RunContext) -> Result<ClusterLabels, Cancelled> {
+pub fn fit(
+    x: &Matrix,
+    params: &HdbscanParams,
+    ctx: &RunContext,
+) -> Result<ClusterLabels, Cancelled> {
     ctx.checkpoint()?;
     let n = x.rows();
     if n < 2 {

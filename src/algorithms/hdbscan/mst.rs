@@ -218,9 +218,8 @@ pub fn minimum_spanning_tree(
         if !list_full {
             // Points whose unlisted edges might still beat their component's best: every
             // unlisted point is at least max(d_k, out_lb) away.
-            let unlisted_lb = |a: usize| {
-                reach.core[a].max(knn.kth_distance(a).max(out_lb[a]) / alpha)
-            };
+            let unlisted_lb =
+                |a: usize| reach.core[a].max(knn.kth_distance(a).max(out_lb[a]) / alpha);
             let mut pending: Vec<(f64, u32)> = (0..n)
                 .filter_map(|a| {
                     let lb = unlisted_lb(a);

@@ -110,13 +110,15 @@ impl HdbscanParams {
                 ));
             }
         };
-        let cluster_selection_method = match r.choice("cluster_selection_method", &["eom", "leaf"])? {
-            Some("leaf") => SelectionMethod::Leaf,
-            _ => SelectionMethod::Eom,
-        };
+        let cluster_selection_method =
+            match r.choice("cluster_selection_method", &["eom", "leaf"])? {
+                Some("leaf") => SelectionMethod::Leaf,
+                _ => SelectionMethod::Eom,
+            };
         let allow_single_cluster = r.boolean("allow_single_cluster")?.unwrap_or(false);
         let algorithm = read_algorithm(&mut r, metric)?;
-        let leaf_size = to_usize("leaf_size", r.integer_in("leaf_size", 1, i64::MAX)?)?.unwrap_or(40);
+        let leaf_size =
+            to_usize("leaf_size", r.integer_in("leaf_size", 1, i64::MAX)?)?.unwrap_or(40);
         if r.raw("store_centers").is_some() {
             return Err(ApiError::invalid_parameter(
                 "store_centers",

@@ -283,7 +283,7 @@ pub struct Selection {
 
 /// `_get_clusters` followed by `_do_labelling`: a label per point, −1 for noise, clusters
 /// numbered in the order of their condensed-tree ids. Returns the labels and the number of
-/// clusters.
+/// clusters labelled.
 pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>, usize) {
     if condensed.is_empty() {
         return (vec![-1; n], 0);
@@ -314,7 +314,12 @@ pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>
         cluster_size[r.child - root] = r.size;
     }
     if sel.allow_single_cluster {
-        cluster_size[0] = cl.tree.iter().filter(|r| r.parent == root).map(|r| r.size).sum();
+        cluster_size[0] = cl
+            .tree
+            .iter()
+            .filter(|r| r.parent == root)
+            .map(|r| r.size)
+            .sum();
     }
 
     let selected: Vec<usize> = match sel.method {
@@ -324,7 +329,8 @@ pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>
                     .iter()
                     .map(|&c| cl.stability[c - root])
                     .sum();
-                if subtree > cl.stability[node - root] || cluster_size[node - root] > max_cluster_size
+                if subtree > cl.stability[node - root]
+                    || cluster_size[node - root] > max_cluster_size
                 {
                     is_cluster[node - root] = false;
                     cl.stability[node - root] = subtree;
@@ -341,7 +347,11 @@ pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>
                 .collect();
             if sel.epsilon != 0.0 && !cl.tree.is_empty() {
                 if eom.len() == 1 && eom[0] == root {
-                    if sel.allow_single_cluster { eom } else { Vec::new() }
+                    if sel.allow_single_cluster {
+                        eom
+                    } else {
+                        Vec::new()
+                    }
                 } else {
                     cl.epsilon_search(&eom, sel.epsilon, sel.allow_single_cluster)
                 }
@@ -369,7 +379,16 @@ pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>
 
     // `_do_labelling`: every point belongs to its nearest selected ancestor, or the root.
     // The rows run parents before children, so one pass resolves every node.
-    let mut owner = vec![usize::MAX; condensed.iter().map(|r| r.child).max().unwrap_or(0).max(root) + 1];
+    let mut owner = vec![
+        usize::MAX;
+        condensed
+            .iter()
+            .map(|r| r.child)
+            .max()
+            .unwrap_or(0)
+            .max(root)
+            + 1
+    ];
     owner[root] = root;
     let mut point_lambda = vec![f64::NAN; n];
     for r in condensed {
@@ -403,8 +422,15 @@ pub fn labels(condensed: &[CondensedRow], n: usize, sel: Selection) -> (Vec<i64>
                 -1
             }
         })
-        .collect();
-    (labels, clusters.len())
+        .collect::<Vec<i64>>();
+    // A lone selected root can end up with no member (every point below the threshold);
+    // scikit-learn then reports only noise, so the count is of labels actually given.
+    let n_clusters = labels
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| (m + 1).max(0) as usize);
+    (labels, n_clusters)
 }
 
 /// The iteration order of CPython 3.11's `set(keys)` for distinct non-negative integers
@@ -419,12 +445,14 @@ pub fn py_set_order(keys: &[usize]) -> Vec<usize> {
         let mut perturb = key;
         let mut i = key & mask;
         loop {
-            let probes = if i + LINEAR_PROBES <= mask { LINEAR_PROBES } else { 0 };
-            for j in i..=i + probes {
-                if table[j].is_none() {
-                    table[j] = Some(key);
-                    return;
-                }
+            let probes = if i + LINEAR_PROBES <= mask {
+                LINEAR_PROBES
+            } else {
+                0
+            };
+            if let Some(slot) = table[i..=i + probes].iter_mut().find(|s| s.is_none()) {
+                *slot = Some(key);
+                return;
             }
             perturb >>= PERTURB_SHIFT;
             i = (i.wrapping_mul(5).wrapping_add(1).wrapping_add(perturb)) & mask;
