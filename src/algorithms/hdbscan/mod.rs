@@ -1,0 +1,90 @@
+//! HDBSCAN, faithful to scikit-learn 1.9.1 `HDBSCAN`: core distances from the exact
+//! `min_samples` nearest neighbours, the exact minimum spanning tree of the
+//! mutual-reachability graph (Borůvka over the neighbour lists, [`mst`]), then scikit-learn's
+//! single-linkage, condensing, stability and selection steps ([`tree`]).
+//!
+//! Where scikit-learn's answer depends on an arbitrary order we cannot reproduce, we fix one:
+//! its spanning tree comes from Prim's algorithm and is sorted with NumPy's unstable
+//! argsort, so merges at exactly equal weights may come in a different order here (ours:
+//! by weight, then by the lower and the higher point index). Merges at equal heights give
+//! the same partitions at every height either way; only how points falling out at that very
+//! height are attributed can differ.
+//!
+//! Determinism: the spanning tree is unique under that total order, and every parallel step
+//! computes per point or per query, so labels do not depend on the thread count.
+
+mod mst;
+mod params;
+#[cfg(test)]
+mod tests;
+mod tree;
+
+pub use params::{HdbscanAlgorithm, HdbscanParams, SelectionMethod};
+
+use crate::algorithms::ClusterLabels;
+use crate::algorithms::neighbors::Points;
+use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+
+fn stage(ctx: &RunContext, stage: &'static str, fraction: f32) {
+    ctx.progress(ProgressEvent {
+        stage,
+        fraction,
+        iteration: None,
+        inertia: None,
+    });
+}
+
+/// Cluster the rows of `x`. `params` must have passed `check_against_data(x.rows())`; with
+/// fewer than two rows every row is noise.
+pub fn fit(
+    x: &Matrix,
+    params: &HdbscanParams,
+    ctx: &RunContext,
+) -> Result<ClusterLabels, Cancelled> {
+    ctx.checkpoint()?;
+    let n = x.rows();
+    if n < 2 {
+        return Ok(ClusterLabels {
+            labels: vec![-1; n],
+            n_clusters: 0,
+        });
+    }
+    let points = Points::new(x, params.metric);
+    let min_samples = params.effective_min_samples().clamp(1, n);
+
+    stage(ctx, "hdbscan:knn", 0.0);
+    let knn = points.knn(min_samples.max(mst::LIST_K), ctx)?;
+    let reach = mst::Reachability::new(
+        &knn,
+        min_samples,
+        params.alpha,
+        params.algorithm == HdbscanAlgorithm::Brute,
+    );
+
+    stage(ctx, "hdbscan:mst", 0.0);
+    let mut edges = mst::minimum_spanning_tree(&points, &knn, &reach, ctx)?;
+    drop(knn);
+    edges.sort_by(|x, y| {
+        x.weight
+            .total_cmp(&y.weight)
+            .then(x.a.cmp(&y.a))
+            .then(x.b.cmp(&y.b))
+    });
+
+    ctx.checkpoint()?;
+    stage(ctx, "hdbscan:tree", 0.0);
+    let hierarchy = tree::single_linkage(n, &edges);
+    let condensed = tree::condense_tree(&hierarchy, params.min_cluster_size);
+    let (labels, n_clusters) = tree::labels(
+        &condensed,
+        n,
+        tree::Selection {
+            method: params.cluster_selection_method,
+            allow_single_cluster: params.allow_single_cluster,
+            epsilon: params.cluster_selection_epsilon,
+            max_cluster_size: params.max_cluster_size,
+        },
+    );
+    stage(ctx, "hdbscan:tree", 1.0);
+    Ok(ClusterLabels { labels, n_clusters })
+}
