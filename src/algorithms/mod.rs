@@ -5,6 +5,7 @@
 pub mod density_fixtures;
 pub mod distance;
 pub mod kmeans;
+pub mod optics;
 pub mod projection;
 
 /// The answer of an algorithm that finds its own clusters (and may leave noise).
