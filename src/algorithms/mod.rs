@@ -5,6 +5,7 @@
 pub mod density_fixtures;
 pub mod distance;
 pub mod kmeans;
+pub mod neighbors;
 pub mod optics;
 pub mod projection;
 

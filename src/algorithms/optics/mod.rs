@@ -8,7 +8,6 @@
 //! both relaxes their reachability from the new point and finds the next point.
 
 mod extract;
-mod neighbors_tmp;
 mod params;
 #[cfg(test)]
 mod tests;
@@ -18,8 +17,8 @@ use rayon::prelude::*;
 pub use extract::{cluster_optics_dbscan, cluster_optics_xi};
 pub use params::{ClusterMethod, NeighborAlgorithm, OpticsParams, SampleCount};
 
-use self::neighbors_tmp::{Metric, Points, read_metric};
 use super::ClusterLabels;
+use super::neighbors::{Metric, Points, read_metric};
 use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
 
 /// Unprocessed points handled per parallel task in the ordering pass: enough distance
