@@ -231,8 +231,7 @@ fn xi_cluster(
                 }
 
                 // Definition 11: criteria 3.a, 1 and 2.
-                if c_end + 1 - c_start < min_cluster_size || c_start > d.end || c_end < u_start
-                {
+                if c_end + 1 - c_start < min_cluster_size || c_start > d.end || c_end < u_start {
                     continue;
                 }
                 u_clusters.push((c_start, c_end));

@@ -68,7 +68,10 @@ fn blobs(n: usize, dims: usize, seed: u64) -> Matrix {
         } else {
             let c = &centres[i % 4];
             let spread = 0.3 + 0.3 * (i % 4) as f32;
-            data.extend(c.iter().map(|&v| v + spread * rng.random_range(-1.0f32..1.0)));
+            data.extend(
+                c.iter()
+                    .map(|&v| v + spread * rng.random_range(-1.0f32..1.0)),
+            );
         }
     }
     Matrix::from_vec(n, dims, data).expect("rectangular")
@@ -89,8 +92,8 @@ fn labels_match_scikit_learn_on_generated_data() {
         let got = fit(&x, &params, &ctx()).expect("not cancelled");
         let want = ints(&case["labels"]);
         let n_clusters = want.iter().max().map_or(0, |&m| (m + 1) as usize);
-        let cosine_xi = case["params"]["metric"] == "cosine"
-            && case["params"]["cluster_method"] != "dbscan";
+        let cosine_xi =
+            case["params"]["metric"] == "cosine" && case["params"]["cluster_method"] != "dbscan";
         if cosine_xi {
             // scikit-learn's cosine distances come from a BLAS product, whose last bit we
             // cannot reproduce; the 15-decimal rounding then leaves two reachabilities
@@ -103,11 +106,7 @@ fn labels_match_scikit_learn_on_generated_data() {
         }
         // Exact labels, not just the same partition: clusters are numbered as scikit-learn
         // numbers them.
-        assert_eq!(
-            got.labels, want,
-            "{} {}",
-            case["dataset"], case["params"]
-        );
+        assert_eq!(got.labels, want, "{} {}", case["dataset"], case["params"]);
         assert_eq!(got.n_clusters, n_clusters, "{}", case["params"]);
     }
 }
@@ -121,10 +120,23 @@ fn ordering_and_reachability_match_scikit_learn_on_tie_free_data() {
         let graph = compute_optics_graph(&x, &params, &ctx()).expect("not cancelled");
         let want_order: Vec<usize> = ints(&g["ordering"]).iter().map(|&i| i as usize).collect();
         assert_eq!(graph.ordering, want_order, "{}", g["params"]);
-        assert_eq!(graph.predecessor, ints(&g["predecessor"]), "{}", g["params"]);
+        assert_eq!(
+            graph.predecessor,
+            ints(&g["predecessor"]),
+            "{}",
+            g["params"]
+        );
         for (name, got, want) in [
-            ("core", &graph.core_distances, floats_or_inf(&g["core_distances"])),
-            ("reach", &graph.reachability, floats_or_inf(&g["reachability"])),
+            (
+                "core",
+                &graph.core_distances,
+                floats_or_inf(&g["core_distances"]),
+            ),
+            (
+                "reach",
+                &graph.reachability,
+                floats_or_inf(&g["reachability"]),
+            ),
         ] {
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
@@ -144,7 +156,9 @@ fn parity_with_scikit_learn_on_density_fixtures() {
     for (fixture, i) in cases {
         let case = &fixture.cases[i];
         let params = OpticsParams::from_params(&case.param_map()).expect("valid params");
-        params.check_against_data(fixture.data.rows()).expect("fits the data");
+        params
+            .check_against_data(fixture.data.rows())
+            .expect("fits the data");
         let got = fit(&fixture.data, &params, &ctx()).expect("not cancelled");
         let ari = adjusted_rand_index(&got.labels, &case.labels);
         assert!(
@@ -220,16 +234,14 @@ fn defaults_match_scikit_learn() {
     assert_eq!(resolved["cluster_method"], "xi");
     assert_eq!(resolved["xi"], 0.05);
     // dbscan without eps cuts at max_eps.
-    let p = optics_params(serde_json::json!({"cluster_method": "dbscan", "max_eps": 2.0}))
-        .unwrap();
+    let p = optics_params(serde_json::json!({"cluster_method": "dbscan", "max_eps": 2.0})).unwrap();
     assert_eq!(p.cluster_method, ClusterMethod::Dbscan { eps: 2.0 });
     assert_eq!(p.resolved()["eps"], 2.0);
 }
 
 #[test]
 fn sample_counts_read_as_integers_or_fractions() {
-    let p = optics_params(serde_json::json!({"min_samples": 0.1, "min_cluster_size": 7}))
-        .unwrap();
+    let p = optics_params(serde_json::json!({"min_samples": 0.1, "min_cluster_size": 7})).unwrap();
     assert_eq!(p.min_samples, SampleCount::Fraction(0.1));
     assert_eq!(p.min_samples.resolve(1000), 100);
     // max(2, int(fraction · N)).
@@ -246,13 +258,22 @@ fn rejects_out_of_range_and_unknown_parameters_naming_the_field() {
     for (json, field) in [
         (serde_json::json!({"min_samples": 1.5}), "min_samples"),
         (serde_json::json!({"min_samples": -1}), "min_samples"),
-        (serde_json::json!({"min_cluster_size": 0}), "min_cluster_size"),
-        (serde_json::json!({"min_cluster_size": 2.5}), "min_cluster_size"),
+        (
+            serde_json::json!({"min_cluster_size": 0}),
+            "min_cluster_size",
+        ),
+        (
+            serde_json::json!({"min_cluster_size": 2.5}),
+            "min_cluster_size",
+        ),
         (serde_json::json!({"max_eps": -0.1}), "max_eps"),
         (serde_json::json!({"eps": -1}), "eps"),
         (serde_json::json!({"xi": 1.01}), "xi"),
         (serde_json::json!({"xi": -0.01}), "xi"),
-        (serde_json::json!({"cluster_method": "hierarchical"}), "cluster_method"),
+        (
+            serde_json::json!({"cluster_method": "hierarchical"}),
+            "cluster_method",
+        ),
         (serde_json::json!({"metric": "manhattan"}), "metric"),
         (serde_json::json!({"algorithm": "cover_tree"}), "algorithm"),
         (serde_json::json!({"leaf_size": 0}), "leaf_size"),
@@ -269,7 +290,10 @@ fn rejects_out_of_range_and_unknown_parameters_naming_the_field() {
         (serde_json::json!({"p": 2}), "p"),
         (serde_json::json!({"n_jobs": 2}), "n_jobs"),
         (serde_json::json!({"min_sample": 5}), "min_sample"),
-        (serde_json::json!({"predecessor_correction": "yes"}), "predecessor_correction"),
+        (
+            serde_json::json!({"predecessor_correction": "yes"}),
+            "predecessor_correction",
+        ),
     ] {
         let err = optics_params(json.clone()).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest, "{json}");
