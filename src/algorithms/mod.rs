@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 pub mod density_fixtures;
+pub mod dbscan;
 pub mod distance;
 pub mod kmeans;
 pub mod neighbors;

@@ -240,14 +240,15 @@ impl<'a> Points<'a> {
                     ctx.checkpoint()?;
                     let rows = block_range(b, n);
                     let m = rows.len();
-                    let lhs = MatRef::from_row_major_slice(&qx, q, d);
-                    let rhs = MatRef::from_row_major_slice(
+                    // Data rows × queries, column-major: each query's dot products come out
+                    // contiguous, and faer writes columns fastest.
+                    let lhs = MatRef::from_row_major_slice(
                         self.prepared.rows_slice(rows.start, rows.end),
                         m,
                         d,
-                    )
-                    .transpose();
-                    let dst = MatMut::from_row_major_slice_mut(&mut tile[..q * m], q, m);
+                    );
+                    let rhs = MatRef::from_row_major_slice(&qx, q, d).transpose();
+                    let dst = MatMut::from_column_major_slice_mut(&mut tile[..q * m], m, q);
                     // Sequential inside the tile: parallelism is across query blocks.
                     matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
                     for (t, (&qi, acc)) in qs.iter().zip(accs.iter_mut()).enumerate() {

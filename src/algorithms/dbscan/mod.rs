@@ -1,0 +1,154 @@
+//! DBSCAN, giving scikit-learn 1.9.1's labels in O(N) memory.
+//!
+//! scikit-learn keeps every row's whole neighbourhood (O(N·neighbours), which grows to
+//! O(N²) with a generous `eps`) and then runs a depth-first search from each unlabelled core
+//! point in index order. The same labels follow from three streaming passes over the
+//! neighbour engine, none of which stores a neighbourhood:
+//!
+//! 1. count each row's neighbours within `eps` (the row included) → core points;
+//! 2. union every pair of core points within `eps` (a lock-free union-find whose roots are
+//!    always the smallest index of their set) → clusters, numbered in the order of their
+//!    smallest core index, which is the order scikit-learn's search starts them;
+//! 3. a non-core row within `eps` of core points joins, of their clusters, the one that
+//!    starts first — exactly the cluster whose search reaches it first in scikit-learn,
+//!    since a search labels every unlabelled row it touches and never relabels one.
+
+mod params;
+#[cfg(test)]
+mod tests;
+
+pub use params::DbscanParams;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::algorithms::ClusterLabels;
+use crate::algorithms::neighbors::Points;
+use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+
+fn progress(ctx: &RunContext, stage: &'static str, fraction: f32) {
+    ctx.progress(ProgressEvent {
+        stage,
+        fraction,
+        iteration: None,
+        inertia: None,
+    });
+}
+
+/// Cluster the rows of `x`.
+pub fn fit(
+    x: &Matrix,
+    params: &DbscanParams,
+    ctx: &RunContext,
+) -> Result<ClusterLabels, Cancelled> {
+    ctx.checkpoint()?;
+    let n = x.rows();
+    let eps = params.eps;
+    let min_samples = params.min_samples;
+    let points = Points::new(x, params.metric);
+    let all: Vec<u32> = (0..n as u32).collect();
+
+    progress(ctx, "dbscan:core_points", 0.0);
+    // Counting stops at min_samples: a row known to be core needs no further visits.
+    let counts = points.scan(
+        &all,
+        ctx,
+        vec![0usize; n],
+        |&c| {
+            if c >= min_samples {
+                f64::NEG_INFINITY
+            } else {
+                eps
+            }
+        },
+        |c, _, d| {
+            if d <= eps {
+                *c += 1;
+            }
+        },
+    )?;
+    let is_core: Vec<bool> = counts.iter().map(|&c| c >= min_samples).collect();
+
+    progress(ctx, "dbscan:clusters", 0.0);
+    let parent: Vec<AtomicU32> = (0..n as u32).map(AtomicU32::new).collect();
+    let cores: Vec<u32> = all.iter().copied().filter(|&i| is_core[i as usize]).collect();
+    points.scan(
+        &cores,
+        ctx,
+        cores.clone(),
+        |_| eps,
+        |&mut q, j, d| {
+            if d <= eps && is_core[j] && j != q as usize {
+                union(&parent, q, j as u32);
+            }
+        },
+    )?;
+
+    // Clusters in the order of their smallest core index: the roots, ascending.
+    let mut cluster_of_root = vec![u32::MAX; n];
+    let mut n_clusters = 0usize;
+    let mut labels = vec![-1i64; n];
+    for &c in &cores {
+        let r = find(&parent, c) as usize;
+        if cluster_of_root[r] == u32::MAX {
+            cluster_of_root[r] = n_clusters as u32;
+            n_clusters += 1;
+        }
+        labels[c as usize] = i64::from(cluster_of_root[r]);
+    }
+
+    progress(ctx, "dbscan:border_points", 0.0);
+    let others: Vec<u32> = all.iter().copied().filter(|&i| !is_core[i as usize]).collect();
+    let first_root = points.scan(
+        &others,
+        ctx,
+        vec![u32::MAX; others.len()],
+        |_| eps,
+        |best, j, d| {
+            if d <= eps && is_core[j] {
+                *best = (*best).min(find(&parent, j as u32));
+            }
+        },
+    )?;
+    for (&i, &r) in others.iter().zip(&first_root) {
+        if r != u32::MAX {
+            labels[i as usize] = i64::from(cluster_of_root[r as usize]);
+        }
+    }
+    progress(ctx, "dbscan:border_points", 1.0);
+    Ok(ClusterLabels { labels, n_clusters })
+}
+
+/// Root of `i`'s set, halving the path on the way (a benign race: every write points a
+/// node at one of its ancestors).
+fn find(parent: &[AtomicU32], mut i: u32) -> u32 {
+    loop {
+        let p = parent[i as usize].load(Ordering::Acquire);
+        if p == i {
+            return i;
+        }
+        let gp = parent[p as usize].load(Ordering::Acquire);
+        if gp != p {
+            let _ =
+                parent[i as usize].compare_exchange(p, gp, Ordering::AcqRel, Ordering::Acquire);
+        }
+        i = gp;
+    }
+}
+
+/// Merge the sets of `a` and `b`, always hanging the larger root under the smaller, so a
+/// root is the smallest index of its set whatever order the unions come in.
+fn union(parent: &[AtomicU32], a: u32, b: u32) {
+    loop {
+        let (ra, rb) = (find(parent, a), find(parent, b));
+        if ra == rb {
+            return;
+        }
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        if parent[hi as usize]
+            .compare_exchange(hi, lo, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
