@@ -8,6 +8,7 @@ pub mod distance;
 pub mod hdbscan;
 pub mod kmeans;
 pub mod neighbors;
+pub mod optics;
 pub mod projection;
 
 /// The answer of an algorithm that finds its own clusters (and may leave noise).
