@@ -52,16 +52,24 @@ struct Params {
 
 // One column of padding keeps the row-wise reads of a tile off a single memory bank.
 var<workgroup> qs: array<array<f32, 17>, 64>;
-var<workgroup> ys: array<array<f32, 17>, 32>;
+// Data tile transposed into vec4s: yt[t][jj][c] is feature f0 + t of data row 4jj + c, so
+// one broadcast load feeds four pairs at once.
+var<workgroup> yt: array<array<vec4<f32>, 8>, 16>;
 
 // Squared distances from query `lq` (block-local, may be out of range) to data rows
 // t0..t0 + TJ of the slice (slice-local), into `out`; rows past the slice get FAR.
 // Every invocation of the workgroup must call this (it holds barriers).
 fn distance_tile(lid: u32, wg_q0: u32, t0: u32, out: ptr<function, array<f32, 32>>) {
-    var acc: array<f32, 32>;
-    for (var j = 0u; j < TJ; j++) {
-        acc[j] = 0.0;
-    }
+    // Named accumulators, not an array: they must live in registers, and a compiler
+    // may leave a dynamically indexed array in memory.
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
     for (var f0 = 0u; f0 < p.d; f0 += TF) {
         // 64 × 16 query values, then 32 × 16 data values, consecutive threads reading
         // consecutive features.
@@ -83,17 +91,23 @@ fn distance_tile(lid: u32, wg_q0: u32, t0: u32, out: ptr<function, array<f32, 32
             if (ly < p.y_rows && f < p.d) {
                 v = y[(p.y_off + ly) * p.d + f];
             }
-            ys[r][e % TF] = v;
+            yt[e % TF][r / 4u][r % 4u] = v;
         }
         workgroupBarrier();
         for (var t = 0u; t < TF; t++) {
             let qv = qs[lid][t];
-            for (var j = 0u; j < TJ; j++) {
-                acc[j] = acc[j] + qv * ys[j][t];
-            }
+            a0 = a0 + qv * yt[t][0];
+            a1 = a1 + qv * yt[t][1];
+            a2 = a2 + qv * yt[t][2];
+            a3 = a3 + qv * yt[t][3];
+            a4 = a4 + qv * yt[t][4];
+            a5 = a5 + qv * yt[t][5];
+            a6 = a6 + qv * yt[t][6];
+            a7 = a7 + qv * yt[t][7];
         }
         workgroupBarrier();
     }
+    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let lq = wg_q0 + lid;
     var q_norm = 0.0;
     if (lq < p.q_rows) {
@@ -104,7 +118,7 @@ fn distance_tile(lid: u32, wg_q0: u32, t0: u32, out: ptr<function, array<f32, 32
         if (ly < p.y_rows) {
             // Same association for every pair, so identical data rows get identical
             // values and tie exactly.
-            (*out)[j] = max(q_norm + y_sq[p.y_off + ly] - 2.0 * acc[j], 0.0);
+            (*out)[j] = max(q_norm + y_sq[p.y_off + ly] - 2.0 * acc[j / 4u][j % 4u], 0.0);
         } else {
             (*out)[j] = FAR;
         }

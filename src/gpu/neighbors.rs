@@ -18,10 +18,16 @@ const WG: usize = 64;
 /// Data rows per tile (`TJ` in the shader); a data slice is a whole number of tiles.
 const TJ: usize = 32;
 
-/// Work per dispatch, in query × data-row × (features + bookkeeping) steps: a few
-/// seconds on lavapipe and milliseconds on hardware, so no dispatch comes near a
-/// driver's watchdog, whatever the data size.
-const DISPATCH_WORK: u64 = 1 << 33;
+/// Work per dispatch, in query × data-row × (features + bookkeeping) steps: about 0.2 s
+/// on lavapipe and well under a millisecond of arithmetic on hardware. Measured on
+/// lavapipe: dispatches of 2 s or more came back with rows never written and no error
+/// from wgpu, so no dispatch may come near a driver's watchdog, whatever the data size.
+const DISPATCH_WORK: u64 = 1 << 28;
+
+/// Fewest data tiles a dispatch sweeps: bounds the queries per chunk (every query of a
+/// chunk is in every one of its dispatches) so that a dispatch stays within
+/// [`DISPATCH_WORK`].
+const MIN_TILES: u64 = 4;
 
 /// Per-pair cost besides the features: the distance, the comparison, the odd insertion.
 const PAIR_OVERHEAD: u64 = 8;
@@ -148,14 +154,18 @@ fn sweep(
         Query::Knn { k } => ("knn", k, k, 0.0),
         Query::Radius { threshold_sq } => ("radius_count", 1, 0, threshold_sq),
     };
-    // A chunk's per-row state must fit one binding, and its queries one grid dimension.
+    // A chunk's per-row state must fit one binding, its queries one grid dimension, and
+    // a dispatch of its queries against a few tiles of data the work budget.
+    let pair_cost = d as u64 + PAIR_OVERHEAD;
     let by_state = (ctx.max_binding_bytes() / (words as u64 * 4)) as usize;
     let by_grid = ctx.limits.max_compute_workgroups_per_dimension as usize * WG;
+    let by_work = (DISPATCH_WORK / (pair_cost * TJ as u64 * MIN_TILES)) as usize / WG * WG;
     let chunk_rows = chunk_rows
         .unwrap_or(usize::MAX)
         .min(default_chunk_rows(ctx, d)?)
         .min(by_state)
         .min(by_grid)
+        .min(by_work.max(WG))
         .max(1);
     let pipeline = ctx.pipeline(entry, SHADER, entry)?;
     let chunks = upload(ctx, x, x_sq, chunk_rows)?;
@@ -163,7 +173,6 @@ fn sweep(
     let mut indices = Vec::with_capacity(n * words);
     let mut distances = Vec::with_capacity(if k > 0 { n * k } else { 0 });
     for qc in &chunks {
-        let pair_cost = d as u64 + PAIR_OVERHEAD;
         let tiles = (DISPATCH_WORK / (qc.rows as u64 * pair_cost * TJ as u64)).max(1);
         let slice_rows = usize::try_from(tiles)
             .unwrap_or(usize::MAX)

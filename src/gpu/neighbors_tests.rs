@@ -159,6 +159,7 @@ fn knn_candidates_match_brute_force_knn() {
         (1037, 43, 7, Some(300)),
         (1037, 43, MAX_K, None),
         (700, 3, 1, Some(256)),
+        (500, 384, 16, None),
     ] {
         let x = blobs(n, d, 12, 2.0, (n * d + k) as u64);
         let x_sq = row_sq_norms(&x);
@@ -306,7 +307,12 @@ fn quantile_threshold(x: &Matrix, fraction: f64) -> f32 {
 #[test]
 fn radius_counts_match_brute_force_counts() {
     let Some(ctx) = test_context() else { return };
-    for (n, d, chunk) in [(3000, 40, None), (1037, 43, Some(300)), (700, 3, Some(256))] {
+    for (n, d, chunk) in [
+        (3000, 40, None),
+        (1037, 43, Some(300)),
+        (700, 3, Some(256)),
+        (500, 384, None),
+    ] {
         let x = blobs(n, d, 12, 2.0, (n + d) as u64);
         let x_sq = row_sq_norms(&x);
         for fraction in [0.005, 0.05, 0.3] {
