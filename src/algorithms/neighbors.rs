@@ -26,6 +26,9 @@ use crate::model::{ApiError, ApiResult, Cancelled, DeviceKind, Matrix, RunContex
 /// Query rows handled together against each data block.
 const QUERY_BLOCK: usize = 256;
 
+/// Rows of a block visited nearest-estimate first while a query's bound is still infinite.
+const SEED_VISITS: usize = 32;
+
 /// Distance used by a density algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -352,11 +355,13 @@ impl<'a> Points<'a> {
     }
 
     /// The blocked scan under every query: for each query row `queries[q]`, visit the data
-    /// rows `j` (ascending) whose distance may be at most `bound(&accs[q])`, calling
+    /// rows `j` whose distance may be at most `bound(&accs[q])`, calling
     /// `visit(&mut accs[q], j, exact_distance)`. The tile filter has a margin, so rows a
     /// little beyond the bound are visited too: `visit` decides on the exact distance.
     /// `bound` is read again after every visit, so a shrinking bound (a top-k) prunes more as
-    /// the scan goes.
+    /// the scan goes. Blocks come in index order and so do the rows within a block, except
+    /// that while the bound is infinite the block's few nearest rows by estimate go first:
+    /// an accumulator that needs a fixed order must break its ties by index itself.
     pub fn scan<A, B, V>(
         &self,
         queries: &[u32],
@@ -401,7 +406,7 @@ impl<'a> Points<'a> {
                     for (t, (&qi, acc)) in qs.iter().zip(accs.iter_mut()).enumerate() {
                         let dots = &tile[t * m..(t + 1) * m];
                         self.lower_bounds(qi as usize, rows.start, dots, &mut lower[..m]);
-                        self.visit_block(acc, rows.start, &lower[..m], &bound, &visit, qi);
+                        self.visit_block(acc, rows.start, &mut lower[..m], &bound, &visit, qi);
                     }
                 }
                 Ok(())
@@ -436,8 +441,13 @@ impl<'a> Points<'a> {
 
     /// The bound in the filter's units (squared for Euclidean).
     fn filter_threshold(&self, bound: f64) -> f32 {
-        if !bound.is_finite() {
+        if bound == f64::INFINITY {
             return f32::INFINITY;
+        }
+        // Below every distance: a query that needs nothing more (a finished count) skips
+        // every block without a single exact distance.
+        if bound.is_nan() || bound < 0.0 {
+            return f32::NEG_INFINITY;
         }
         let t = match self.metric {
             Metric::Euclidean => bound * bound,
@@ -451,7 +461,7 @@ impl<'a> Points<'a> {
         &self,
         acc: &mut A,
         start: usize,
-        lower: &[f32],
+        lower: &mut [f32],
         bound: &B,
         visit: &V,
         qi: u32,
@@ -461,6 +471,29 @@ impl<'a> Points<'a> {
     {
         const CHUNK: usize = 16;
         let mut thr = self.filter_threshold(bound(acc));
+        if thr == f32::NEG_INFINITY {
+            return;
+        }
+        if thr == f32::INFINITY {
+            // Nothing bounds the query yet (an empty top-k): in index order the whole block
+            // would be re-measured exactly. The few nearest by estimate go first instead;
+            // the bound then filters the rest. Visited rows are marked NaN, which no
+            // threshold admits, so that none is visited twice.
+            let m = SEED_VISITS.min(lower.len());
+            let mut order: Vec<u32> = (0..lower.len() as u32).collect();
+            let by_estimate = |a: &u32, b: &u32| lower[*a as usize].total_cmp(&lower[*b as usize]);
+            if m < order.len() {
+                order.select_nth_unstable_by(m, by_estimate);
+            }
+            order.truncate(m);
+            order.sort_unstable_by(by_estimate);
+            for t in order {
+                let j = start + t as usize;
+                visit(acc, j, self.dist(qi as usize, j));
+                lower[t as usize] = f32::NAN;
+            }
+            thr = self.filter_threshold(bound(acc));
+        }
         let mut c0 = 0;
         while c0 < lower.len() {
             let c1 = (c0 + CHUNK).min(lower.len());
