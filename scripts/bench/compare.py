@@ -5,7 +5,7 @@
     cargo build --release --bench kmeans --bench density
     /tmp/benchvenv/bin/python scripts/bench/compare.py [--write BENCHMARKS.md]
         [--kmeans 200000x768x100 100000x128x50] [--iters 20] [--silhouette 20000x384x20]
-        [--density hdbscan:50000x16 hdbscan:20000x384 dbscan:100000x16 optics:10000x16] [--no-clusterd]
+        [--density hdbscan:50000x16 hdbscan:20000x384 dbscan:100000x16 optics:4000x16] [--no-clusterd]
 
 k-means, per shape NxDxK (float32 Gaussian blobs, seed 0, written once to a raw file that
 every engine reads; the centres overlap, so that 20 iterations run without converging):
@@ -50,6 +50,7 @@ import numpy as np
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 BEGIN, END = "<!-- compare.py:begin -->", "<!-- compare.py:end -->"
+DENSITY_BEGIN, DENSITY_END = "<!-- compare.py:density:begin -->", "<!-- compare.py:density:end -->"
 
 
 # ---------------------------------------------------------------- helpers
@@ -300,7 +301,7 @@ def silhouette_rows(binary, shapes):
 # engine should find the 20 blobs. DBSCAN: at 100000x16 the 10th-neighbour distance is
 # 2.7-3.7 (10th-90th percentile), so eps 4 makes almost every point core (few noise points).
 DENSITY_PARAMS = {"hdbscan": {}, "dbscan": {"eps": 4.0, "min_samples": 10}, "optics": {"min_samples": 10}}
-DENSITY_DEFAULT = ["hdbscan:50000x16", "hdbscan:20000x384", "dbscan:100000x16", "optics:10000x16"]
+DENSITY_DEFAULT = ["hdbscan:50000x16", "hdbscan:20000x384", "dbscan:100000x16", "optics:4000x16"]
 DENSITY_PEERS = {"hdbscan": ["sk-hdbscan", "hdbscan-lib"], "dbscan": ["sk-dbscan"], "optics": ["sk-optics"]}
 
 
@@ -474,14 +475,17 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"kmeans": km, "silhouette": sil, "density": dens, "blas": blas}, f, indent=1)
     if a.write:
+        # A density-only run owns its own block, so that it leaves the k-means and
+        # silhouette tables of an earlier run in place (and the other way round).
+        begin, end = (DENSITY_BEGIN, DENSITY_END) if dens and not (km or sil) else (BEGIN, END)
         with open(a.write) as f:
             doc = f.read()
-        if BEGIN in doc and END in doc:
-            head, rest = doc.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            doc = f"{head}{BEGIN}\n{text}\n{END}{tail}"
+        if begin in doc and end in doc:
+            head, rest = doc.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            doc = f"{head}{begin}\n{text}\n{end}{tail}"
         else:
-            doc = f"{doc.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n"
+            doc = f"{doc.rstrip()}\n\n{begin}\n{text}\n{end}\n"
         with open(a.write, "w") as f:
             f.write(doc)
 
