@@ -390,6 +390,11 @@ impl<'a> Points<'a> {
                 let mut lower = vec![0f32; BLOCK_ROWS];
                 for b in 0..n_blocks(n) {
                     ctx.checkpoint()?;
+                    // Every query of the block satisfied (counts that reached their
+                    // target): the remaining tiles could change nothing.
+                    if accs.iter().all(|a| bound(a) < 0.0) {
+                        break;
+                    }
                     let rows = block_range(b, n);
                     let m = rows.len();
                     // Data rows × queries, column-major: each query's dot products come out
