@@ -58,6 +58,9 @@ pub fn read_metric(r: &mut ParamReader<'_>) -> ApiResult<Metric> {
     }
 }
 
+/// One row's nearest rows: `(exact distance, index)`, ascending.
+type Neighbours = Vec<(f64, usize)>;
+
 /// The `k` nearest rows of every row, row-major `n × k`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knn {
@@ -179,7 +182,7 @@ impl<'a> Points<'a> {
     pub fn knn(&self, k: usize, ctx: &RunContext) -> Result<Knn, Cancelled> {
         let n = self.len();
         let k = k.min(n);
-        let mut rows: Vec<Option<Vec<(f64, usize)>>> = vec![None; n];
+        let mut rows: Vec<Option<Neighbours>> = vec![None; n];
         if ctx.device == DeviceKind::Gpu {
             match self.knn_on_gpu(k) {
                 Ok(Some(found)) => rows = found,
@@ -217,13 +220,13 @@ impl<'a> Points<'a> {
     /// outside its candidate list can be (that list's last approximate distance less the
     /// f32 error margin). `None` where the kernel does not apply (more neighbours than it
     /// holds; cosine with zero rows, whose unit-row distance is not monotone in cosine).
-    fn knn_on_gpu(&self, k: usize) -> Result<Option<Vec<Option<Vec<(f64, usize)>>>>, GpuError> {
+    fn knn_on_gpu(&self, k: usize) -> Result<Option<Vec<Option<Neighbours>>>, GpuError> {
         let n = self.len();
         let wide = (k + k / 2 + 8).min(gpu::neighbors::MAX_K).min(n);
         if k == 0 || wide < k || (k < n && wide == k) {
             return Ok(None);
         }
-        if self.metric == Metric::Cosine && self.prepared_sq.iter().any(|&s| s == 0.0) {
+        if self.metric == Metric::Cosine && self.has_zero_rows() {
             return Ok(None);
         }
         let context = gpu::shared_context()?;
@@ -253,6 +256,13 @@ impl<'a> Points<'a> {
             })
             .collect();
         Ok(Some(rows))
+    }
+
+    /// Whether some prepared row is zero. For cosine that breaks the kernels' premise: a
+    /// zero row's squared distance to a unit row is 1, which reads as cosine distance 0.5
+    /// where the truth is 1.
+    fn has_zero_rows(&self) -> bool {
+        self.prepared_sq.contains(&0.0)
     }
 
     /// A distance from a value in the filter's Euclidean units (squared distance between
@@ -319,7 +329,7 @@ impl<'a> Points<'a> {
         eps: f64,
         min_count: usize,
     ) -> Result<Option<Vec<Option<bool>>>, GpuError> {
-        if self.metric == Metric::Cosine && self.prepared_sq.iter().any(|&s| s == 0.0) {
+        if self.metric == Metric::Cosine && self.has_zero_rows() {
             return Ok(None);
         }
         let sq = match self.metric {
