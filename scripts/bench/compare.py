@@ -2,9 +2,10 @@
 """Compare clusterd's CPU engine with scikit-learn and FAISS-CPU on the same data, in one run.
 
     python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -r scripts/bench/requirements.txt
-    cargo build --release --bench kmeans
+    cargo build --release --bench kmeans --bench density
     /tmp/benchvenv/bin/python scripts/bench/compare.py [--write BENCHMARKS.md]
         [--kmeans 200000x768x100 100000x128x50] [--iters 20] [--silhouette 20000x384x20]
+        [--density hdbscan:50000x16 hdbscan:20000x384 dbscan:100000x16 optics:4000x16] [--no-clusterd]
 
 k-means, per shape NxDxK (float32 Gaussian blobs, seed 0, written once to a raw file that
 every engine reads; the centres overlap, so that 20 iterations run without converging):
@@ -20,6 +21,13 @@ The GEMM floor is clusterd's blocked `-2·X·Cᵀ` alone over the data (`--mode 
 
 Exact silhouette at N×D (labels of the blobs): clusterd's metrics pass (silhouette plus
 Davies-Bouldin and Calinski-Harabasz, which cost O(N·d)) vs `sklearn.metrics.silhouette_score`.
+
+Density (--density ALGO:NxD[:PARAMS], float32 Gaussian blobs, 20 centres, seed 0, written
+once to the raw file): clusterd (`benches/density.rs`, `cargo build --release --bench density`)
+vs scikit-learn's DBSCAN / HDBSCAN / OPTICS with the same params, and for HDBSCAN also the
+`hdbscan` library (`HDBSCAN(algorithm="boruvka_kdtree")`); each fit timed alone, with the
+adjusted Rand index of clusterd's labels vs scikit-learn's (noise as one class).
+`--no-clusterd` times the peers only (before the density bench builds).
 
 Every engine runs in its own process; peak memory is that process's VmHWM, and "extra" is
 VmHWM minus the resident size right after the data was loaded. The peers run in the
@@ -42,15 +50,16 @@ import numpy as np
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 BEGIN, END = "<!-- compare.py:begin -->", "<!-- compare.py:end -->"
+DENSITY_BEGIN, DENSITY_END = "<!-- compare.py:density:begin -->", "<!-- compare.py:density:end -->"
 
 
 # ---------------------------------------------------------------- helpers
-def bench_binary():
+def bench_binary(name="kmeans"):
     deps = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "deps")
-    cands = [os.path.join(deps, f) for f in os.listdir(deps)
-             if f.startswith("kmeans-") and "." not in f and os.access(os.path.join(deps, f), os.X_OK)]
+    cands = [os.path.join(deps, f) for f in (os.listdir(deps) if os.path.isdir(deps) else [])
+             if f.startswith(name + "-") and "." not in f and os.access(os.path.join(deps, f), os.X_OK)]
     if not cands:
-        sys.exit("build it first: cargo build --release --bench kmeans")
+        sys.exit(f"build it first: cargo build --release --bench {name}")
     return max(cands, key=os.path.getmtime)
 
 
@@ -168,6 +177,8 @@ def worker(a):
         t = time.perf_counter()
         s = silhouette_score(x, labels)
         res = {"seconds": time.perf_counter() - t, "silhouette": float(s)}
+    elif a.worker in ("sk-dbscan", "sk-hdbscan", "sk-optics", "hdbscan-lib"):
+        res = density_peer(a.worker, x, json.loads(a.params or "{}"), a.labels_out)
     else:
         raise SystemExit(a.worker)
     res["blas"] = blas_info()
@@ -214,6 +225,28 @@ def faiss_kmeans(x, k, iters, c0):
     return {"seconds": times[1], "seconds_1": times[0],
             "seconds_per_iter": (times[1] - times[0]) / max(iters - 1, 1),
             "n_iter": iters, "inertia": inertia, "faiss_threads": faiss.omp_get_max_threads()}
+
+
+def density_peer(which, x, params, labels_out):
+    import warnings
+    if which == "hdbscan-lib":
+        import hdbscan
+        est = hdbscan.HDBSCAN(algorithm="boruvka_kdtree", **params)
+    else:
+        from sklearn.cluster import DBSCAN, HDBSCAN, OPTICS
+        est = {"sk-dbscan": DBSCAN, "sk-hdbscan": HDBSCAN, "sk-optics": OPTICS}[which](**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        est.fit(x)
+        seconds = time.perf_counter() - t
+    labels = np.asarray(est.labels_, dtype=np.int64)
+    if labels_out:
+        with open(labels_out, "wb") as f:
+            f.write(struct.pack("<Q", len(labels)))
+            f.write(labels.astype("<i8").tobytes())
+    return {"seconds": seconds, "n_clusters": len(set(labels.tolist()) - {-1}),
+            "n_noise": int((labels == -1).sum())}
 
 
 # ---------------------------------------------------------------- driver
@@ -263,14 +296,61 @@ def silhouette_rows(binary, shapes):
     return rows
 
 
+# Params per algorithm for the density rows (spec ALGO:NxD:JSON overrides). The data are
+# 20 unit-variance blobs in the default centre box (-10, 10): well separated, so every
+# engine should find the 20 blobs. DBSCAN: at 100000x16 the 10th-neighbour distance is
+# 2.7-3.7 (10th-90th percentile), so eps 4 makes almost every point core (few noise points).
+DENSITY_PARAMS = {"hdbscan": {}, "dbscan": {"eps": 4.0, "min_samples": 10}, "optics": {"min_samples": 10}}
+DENSITY_DEFAULT = ["hdbscan:50000x16", "hdbscan:20000x384", "dbscan:100000x16", "optics:4000x16"]
+DENSITY_PEERS = {"hdbscan": ["sk-hdbscan", "hdbscan-lib"], "dbscan": ["sk-dbscan"], "optics": ["sk-optics"]}
+
+
+def density_rows(binary, specs):
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+    rows = []
+    for spec in specs:
+        parts = spec.split(":", 2)
+        algo, (n, d) = parts[0], (int(v) for v in parts[1].split("x"))
+        params = json.loads(parts[2]) if len(parts) > 2 else DENSITY_PARAMS[algo]
+        x, _ = make_blobs(n_samples=n, n_features=d, centers=20, cluster_std=1.0, random_state=0)
+        path = write_raw(x.astype(np.float32))
+        del x
+        outs = {}
+        try:
+            res = {}
+            for peer in DENSITY_PEERS[algo]:
+                outs[peer] = tempfile.NamedTemporaryFile(suffix=".i64", delete=False).name
+                res[peer] = run_worker(peer, "--data", path, "--params", json.dumps(params),
+                                       "--labels-out", outs[peer])
+            if binary:
+                outs["clusterd"] = tempfile.NamedTemporaryFile(suffix=".i64", delete=False).name
+                res["clusterd"] = run_ours(binary, "--algo", algo, "--data", path, "--params", json.dumps(params),
+                                           "--labels-out", outs["clusterd"])
+            ref = load_labels(outs[DENSITY_PEERS[algo][0]])
+            for k, r in res.items():
+                r["ari_vs_sklearn"] = float(adjusted_rand_score(ref, load_labels(outs[k])))
+            rows.append({"algo": algo, "shape": f"{n}x{d}", "params": params, **res})
+            print(f"{algo} {n}x{d}: " + " ".join(f"{k} {r['seconds']:.2f}s ({r['n_clusters']} clusters, "
+                                                 f"{r['n_noise']} noise, ARI {r['ari_vs_sklearn']:.4f})"
+                                                 for k, r in res.items()), file=sys.stderr)
+        finally:
+            os.unlink(path)
+            for f in outs.values():
+                if os.path.exists(f):
+                    os.unlink(f)
+    return rows
+
+
 def extra(r):
     return r["peak_rss_mb"] - r["data_rss_mb"]
 
 
-def report(km, sil, blas, cmd, iters):
+def report(km, sil, blas, cmd, iters, dens=()):
     out = []
-    out.append(f"Measured {datetime.date.today().isoformat()} on {machine()}; "
-               f"rayon threads {km[0][2]['threads'] if km else sil[0][1]['threads']}.")
+    threads = (km[0][2]["threads"] if km else sil[0][1]["threads"] if sil
+               else next((r["clusterd"]["threads"] for r in dens if "clusterd" in r), "?"))
+    out.append(f"Measured {datetime.date.today().isoformat()} on {machine()}; rayon threads {threads}.")
     out.append("")
     out.append("BLAS (threadpoolctl, in each peer's process): " + "; ".join(
         f"{w}: " + ", ".join(f"{b['internal_api']} {b['architecture']} ×{b['num_threads']}"
@@ -286,7 +366,10 @@ def report(km, sil, blas, cmd, iters):
     out.append("Command:")
     out.append("")
     out.append("```sh")
-    out.append("cargo build --release --bench kmeans")
+    if km or sil:
+        out.append("cargo build --release --bench kmeans")
+    if any("clusterd" in r for r in dens):
+        out.append("cargo build --release --bench density")
     out.append(cmd)
     out.append("```")
     out.append("")
@@ -321,6 +404,29 @@ def report(km, sil, blas, cmd, iters):
                        f"| {abs(o['silhouette'] - s['silhouette']):.1e} "
                        f"| {o['peak_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} | {extra(o):.0f} / {extra(s):.0f} |")
         out.append("")
+    if dens:
+        out.append("Density clustering (20 Gaussian blobs, float32; each fit timed alone; ARI of each engine's "
+                   "labels vs scikit-learn's, noise as one class; hdbscan = the `hdbscan` library, "
+                   "`algorithm=\"boruvka_kdtree\"`):")
+        out.append("")
+        out.append("| algorithm | N×D | params | clusterd s | sklearn s | hdbscan s | clusterd/sklearn "
+                   "| clusterd/hdbscan | ARI clusterd vs sklearn | clusters (noise) clusterd / sklearn "
+                   "| peak MB clusterd / sklearn / hdbscan | extra MB clusterd / sklearn / hdbscan |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        dash = "—"
+        for r in dens:
+            o, s_, h = r.get("clusterd"), r["sk-" + r["algo"]], r.get("hdbscan-lib")
+            f = lambda v, fmt: dash if v is None else format(v, fmt)
+            cn = lambda e: dash if e is None else f"{e['n_clusters']} ({e['n_noise']})"
+            out.append(
+                f"| {r['algo']} | {r['shape'].replace('x', '×')} | `{json.dumps(r['params'])}` "
+                f"| {f(o and o['seconds'], '.2f')} | {s_['seconds']:.2f} | {f(h and h['seconds'], '.2f')} "
+                f"| {f(o and o['seconds'] / s_['seconds'], '.3f')} "
+                f"| {f(o and h and o['seconds'] / h['seconds'], '.3f')} "
+                f"| {f(o and o['ari_vs_sklearn'], '.4f')} | {cn(o)} / {cn(s_)} "
+                f"| {f(o and o['peak_rss_mb'], '.0f')} / {s_['peak_rss_mb']:.0f} / {f(h and h['peak_rss_mb'], '.0f')} "
+                f"| {f(o and extra(o), '.0f')} / {extra(s_):.0f} / {f(h and extra(h), '.0f')} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -329,6 +435,9 @@ def main():
     ap.add_argument("--kmeans", nargs="*", default=["200000x768x100", "100000x128x50"])
     ap.add_argument("--silhouette", nargs="*", default=["20000x384x20"])
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--density", nargs="*", default=DENSITY_DEFAULT,
+                    help="ALGO:NxD[:PARAMS_JSON] with ALGO dbscan, hdbscan or optics")
+    ap.add_argument("--no-clusterd", action="store_true", help="density rows: time the peers only")
     ap.add_argument("--write", help="replace the block between the compare.py markers in this file")
     ap.add_argument("--json", help="also dump the raw results here")
     # worker mode
@@ -337,36 +446,46 @@ def main():
     ap.add_argument("--labels")
     ap.add_argument("--init")
     ap.add_argument("--k", type=int)
+    ap.add_argument("--params")
+    ap.add_argument("--labels-out")
     a = ap.parse_args()
     if a.worker:
         return worker(a)
-    binary = bench_binary()
+    binary = bench_binary() if (a.kmeans or a.silhouette) else None
     km = kmeans_rows(binary, a.kmeans, a.iters)
     sil = silhouette_rows(binary, a.silhouette)
+    dens = density_rows(None if a.no_clusterd else bench_binary("density"), a.density) if a.density else []
     blas = {}
     if km:
         blas["scikit-learn"], blas["FAISS"] = km[0][3]["blas"], km[0][4]["blas"]
     elif sil:
         blas["scikit-learn"] = sil[0][2]["blas"]
+    elif dens:
+        blas["scikit-learn"] = next(iter(r["sk-" + r["algo"]]["blas"] for r in dens))
     cmd = "python scripts/bench/compare.py " + " ".join(
         ([f"--kmeans {' '.join(a.kmeans)}"] if a.kmeans else ["--kmeans"]) +
         [f"--iters {a.iters}"] +
         ([f"--silhouette {' '.join(a.silhouette)}"] if a.silhouette else ["--silhouette"]) +
+        ([f"--density {' '.join(a.density)}"] if a.density else ["--density"]) +
+        (["--no-clusterd"] if a.no_clusterd else []) +
         ([f"--write {a.write}"] if a.write else []))
-    text = report(km, sil, blas, cmd, a.iters)
+    text = report(km, sil, blas, cmd, a.iters, dens)
     print(text)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"kmeans": km, "silhouette": sil, "blas": blas}, f, indent=1)
+            json.dump({"kmeans": km, "silhouette": sil, "density": dens, "blas": blas}, f, indent=1)
     if a.write:
+        # A density-only run owns its own block, so that it leaves the k-means and
+        # silhouette tables of an earlier run in place (and the other way round).
+        begin, end = (DENSITY_BEGIN, DENSITY_END) if dens and not (km or sil) else (BEGIN, END)
         with open(a.write) as f:
             doc = f.read()
-        if BEGIN in doc and END in doc:
-            head, rest = doc.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            doc = f"{head}{BEGIN}\n{text}\n{END}{tail}"
+        if begin in doc and end in doc:
+            head, rest = doc.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            doc = f"{head}{begin}\n{text}\n{end}{tail}"
         else:
-            doc = f"{doc.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n"
+            doc = f"{doc.rstrip()}\n\n{begin}\n{text}\n{end}\n"
         with open(a.write, "w") as f:
             f.write(doc)
 

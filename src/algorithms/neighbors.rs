@@ -19,11 +19,15 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::algorithms::distance::{BLOCK_ROWS, block_range, n_blocks, row_sq_norms};
+use crate::gpu::{self, GpuError};
 use crate::model::params::ParamReader;
-use crate::model::{ApiError, ApiResult, Cancelled, Matrix, RunContext};
+use crate::model::{ApiError, ApiResult, Cancelled, DeviceKind, Matrix, RunContext};
 
 /// Query rows handled together against each data block.
 const QUERY_BLOCK: usize = 256;
+
+/// Rows of a block visited nearest-estimate first while a query's bound is still infinite.
+const SEED_VISITS: usize = 32;
 
 /// Distance used by a density algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,30 +86,25 @@ pub struct Points<'a> {
     metric: Metric,
     /// Centred (Euclidean) or unit (cosine) rows: what the GEMM tiles are built from.
     prepared: Matrix,
-    /// Squared norms of the prepared rows, shrunk by the filter margin (see [`Self::new`]).
-    shrunk_sq: Vec<f32>,
+    /// Squared norms of the prepared rows.
+    prepared_sq: Vec<f32>,
     /// 1/‖row‖ of the original rows in f64 (cosine only; 1 for zero rows, as scikit-learn's
     /// `normalize` leaves them zero).
     inv_norms: Vec<f64>,
-    /// Margin on the cosine tile: an absolute bound on the f32 dot product's error.
-    cos_margin: f32,
+    /// A bound on the relative error of an f32 dot product of this length (and of the
+    /// norms), with room to spare: the tile filter lets through everything within it.
+    rel: f32,
 }
 
 impl<'a> Points<'a> {
     pub fn new(x: &'a Matrix, metric: Metric) -> Points<'a> {
         let d = x.cols();
-        // A bound on the relative error of an f32 dot product of length d (and of the
-        // norms), with room to spare; the filter lets through everything within it.
         let rel = (d as f32 + 16.0) * f32::EPSILON;
-        let (prepared, shrunk_sq, inv_norms) = match metric {
+        let (prepared, inv_norms) = match metric {
             Metric::Euclidean => {
                 let mut p = x.clone();
                 centre_columns(&mut p);
-                let sq = row_sq_norms(&p)
-                    .into_iter()
-                    .map(|s| s * (1.0 - rel))
-                    .collect();
-                (p, sq, Vec::new())
+                (p, Vec::new())
             }
             Metric::Cosine => {
                 let inv: Vec<f64> = (0..x.rows())
@@ -123,16 +122,17 @@ impl<'a> Points<'a> {
                     .for_each(|(row, &s)| {
                         row.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32)
                     });
-                (p, Vec::new(), inv)
+                (p, inv)
             }
         };
+        let prepared_sq = row_sq_norms(&prepared);
         Points {
             x,
             metric,
             prepared,
-            shrunk_sq,
+            prepared_sq,
             inv_norms,
-            cos_margin: rel,
+            rel,
         }
     }
 
@@ -148,26 +148,15 @@ impl<'a> Points<'a> {
         self.metric
     }
 
-    /// Exact distance between rows `i` and `j`, in f64 as scikit-learn computes it.
+    /// Exact distance between rows `i` and `j`, in f64 as scikit-learn computes it, and
+    /// symmetric to the last bit.
     pub fn dist(&self, i: usize, j: usize) -> f64 {
         let (a, b) = (self.x.row(i), self.x.row(j));
         match self.metric {
-            Metric::Euclidean => a
-                .iter()
-                .zip(b)
-                .map(|(&p, &q)| {
-                    let t = f64::from(p) - f64::from(q);
-                    t * t
-                })
-                .sum::<f64>()
-                .sqrt(),
+            Metric::Euclidean => lane_sum(a, b, |p, q| (p - q) * (p - q)).sqrt(),
             Metric::Cosine => {
-                let dot: f64 = a
-                    .iter()
-                    .zip(b)
-                    .map(|(&p, &q)| f64::from(p) * f64::from(q))
-                    .sum();
-                (1.0 - dot * self.inv_norms[i] * self.inv_norms[j]).clamp(0.0, 2.0)
+                let dot = lane_sum(a, b, |p, q| p * q);
+                (1.0 - dot * (self.inv_norms[i] * self.inv_norms[j])).clamp(0.0, 2.0)
             }
         }
     }
@@ -183,16 +172,34 @@ impl<'a> Points<'a> {
 
     /// The `k` nearest rows of every row, the row itself included, ascending by (exact
     /// distance, index). `k` is clamped to the number of rows.
+    ///
+    /// On a GPU run the WGSL kNN kernel proposes candidates, which are re-measured exactly
+    /// and checked (see [`Self::knn_on_gpu`]); rows the check cannot vouch for, and any
+    /// device failure, go through the CPU scan, so the answer is the same either way.
     pub fn knn(&self, k: usize, ctx: &RunContext) -> Result<Knn, Cancelled> {
         let n = self.len();
         let k = k.min(n);
-        let queries: Vec<u32> = (0..n as u32).collect();
-        let heaps = (0..n).map(|_| TopK::new(k)).collect();
-        let heaps = self.scan(&queries, ctx, heaps, TopK::bound, |h, j, d| h.offer(d, j))?;
+        let mut rows: Vec<Option<Vec<(f64, usize)>>> = vec![None; n];
+        if ctx.device == DeviceKind::Gpu {
+            match self.knn_on_gpu(k) {
+                Ok(Some(found)) => rows = found,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "GPU kNN failed; using the CPU"),
+            }
+        }
+        ctx.checkpoint()?;
+        let missing: Vec<u32> = (0..n as u32)
+            .filter(|&i| rows[i as usize].is_none())
+            .collect();
+        let heaps = missing.iter().map(|_| TopK::new(k)).collect();
+        let heaps = self.scan(&missing, ctx, heaps, TopK::bound, |h, j, d| h.offer(d, j))?;
+        for (&i, h) in missing.iter().zip(heaps) {
+            rows[i as usize] = Some(h.into_sorted());
+        }
         let mut indices = Vec::with_capacity(n * k);
         let mut distances = Vec::with_capacity(n * k);
-        for h in heaps {
-            for (d, j) in h.into_sorted() {
+        for row in rows.into_iter().flatten() {
+            for (d, j) in row {
                 distances.push(d);
                 indices.push(j as u32);
             }
@@ -204,12 +211,157 @@ impl<'a> Points<'a> {
         })
     }
 
+    /// kNN rows from the GPU kernel, exact where proven: the kernel ranks by f32 expanded
+    /// distances, so it is asked for extra candidates, every candidate is re-measured
+    /// exactly, and a row is kept only if the `k`-th exact distance is below what any row
+    /// outside its candidate list can be (that list's last approximate distance less the
+    /// f32 error margin). `None` where the kernel does not apply (more neighbours than it
+    /// holds; cosine with zero rows, whose unit-row distance is not monotone in cosine).
+    fn knn_on_gpu(&self, k: usize) -> Result<Option<Vec<Option<Vec<(f64, usize)>>>>, GpuError> {
+        let n = self.len();
+        let wide = (k + k / 2 + 8).min(gpu::neighbors::MAX_K).min(n);
+        if k == 0 || wide < k || (k < n && wide == k) {
+            return Ok(None);
+        }
+        if self.metric == Metric::Cosine && self.prepared_sq.iter().any(|&s| s == 0.0) {
+            return Ok(None);
+        }
+        let context = gpu::shared_context()?;
+        let (idx, approx) =
+            gpu::neighbors::knn_candidates(&context, &self.prepared, &self.prepared_sq, wide)?;
+        let max_sq = self.prepared_sq.iter().copied().fold(0f32, f32::max);
+        let rows = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let cand = &idx[i * wide..(i + 1) * wide];
+                let mut exact: Vec<(f64, usize)> = cand
+                    .iter()
+                    .map(|&j| (self.dist(i, j as usize), j as usize))
+                    .collect();
+                exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                exact.truncate(k);
+                if wide == n {
+                    return Some(exact);
+                }
+                // Any row outside the list has an approximate squared distance of at
+                // least the list's last, hence a true one of at least that less the error.
+                let last = approx[(i + 1) * wide - 1];
+                let err = self.rel * (self.prepared_sq[i] + max_sq);
+                let outside = self.filter_to_distance(last - err);
+                let kth = exact.last().map_or(0.0, |e| e.0);
+                (kth < outside).then_some(exact)
+            })
+            .collect();
+        Ok(Some(rows))
+    }
+
+    /// A distance from a value in the filter's Euclidean units (squared distance between
+    /// prepared rows); for unit rows, squared distance = 2 · cosine distance.
+    fn filter_to_distance(&self, sq: f32) -> f64 {
+        let sq = f64::from(sq.max(0.0));
+        match self.metric {
+            Metric::Euclidean => sq.sqrt(),
+            Metric::Cosine => sq / 2.0,
+        }
+    }
+
+    /// Whether each row has at least `min_count` rows (itself included) within `eps`.
+    ///
+    /// On a GPU run the radius-count kernel counts at a threshold just inside and just
+    /// outside `eps` (by the f32 error margin): a row with enough neighbours inside is
+    /// certainly dense, a row with too few outside certainly not; only rows between the
+    /// two are counted again exactly on the CPU. Elsewhere, one CPU scan that stops
+    /// counting a row once it has enough.
+    pub fn dense_rows(
+        &self,
+        eps: f64,
+        min_count: usize,
+        ctx: &RunContext,
+    ) -> Result<Vec<bool>, Cancelled> {
+        let n = self.len();
+        let mut dense: Vec<Option<bool>> = vec![None; n];
+        if ctx.device == DeviceKind::Gpu {
+            match self.dense_rows_on_gpu(eps, min_count) {
+                Ok(Some(found)) => dense = found,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "GPU radius counts failed; using the CPU"),
+            }
+        }
+        ctx.checkpoint()?;
+        let unsure: Vec<u32> = (0..n as u32)
+            .filter(|&i| dense[i as usize].is_none())
+            .collect();
+        let counts = self.scan(
+            &unsure,
+            ctx,
+            vec![0usize; unsure.len()],
+            |&c| {
+                if c >= min_count {
+                    f64::NEG_INFINITY
+                } else {
+                    eps
+                }
+            },
+            |c, _, d| {
+                if d <= eps {
+                    *c += 1;
+                }
+            },
+        )?;
+        for (&i, c) in unsure.iter().zip(counts) {
+            dense[i as usize] = Some(c >= min_count);
+        }
+        Ok(dense.into_iter().map(|d| d.unwrap_or(false)).collect())
+    }
+
+    fn dense_rows_on_gpu(
+        &self,
+        eps: f64,
+        min_count: usize,
+    ) -> Result<Option<Vec<Option<bool>>>, GpuError> {
+        if self.metric == Metric::Cosine && self.prepared_sq.iter().any(|&s| s == 0.0) {
+            return Ok(None);
+        }
+        let sq = match self.metric {
+            Metric::Euclidean => eps * eps,
+            Metric::Cosine => 2.0 * eps,
+        } as f32;
+        let max_sq = self.prepared_sq.iter().copied().fold(0f32, f32::max);
+        let err = self.rel * 2.0 * max_sq;
+        let context = gpu::shared_context()?;
+        let inner = gpu::neighbors::radius_counts(
+            &context,
+            &self.prepared,
+            &self.prepared_sq,
+            (sq - err).max(0.0),
+        )?;
+        let outer =
+            gpu::neighbors::radius_counts(&context, &self.prepared, &self.prepared_sq, sq + err)?;
+        Ok(Some(
+            inner
+                .iter()
+                .zip(&outer)
+                .map(|(&lo, &hi)| {
+                    if lo as usize >= min_count {
+                        Some(true)
+                    } else if (hi as usize) < min_count {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        ))
+    }
+
     /// The blocked scan under every query: for each query row `queries[q]`, visit the data
-    /// rows `j` (ascending) whose distance may be at most `bound(&accs[q])`, calling
+    /// rows `j` whose distance may be at most `bound(&accs[q])`, calling
     /// `visit(&mut accs[q], j, exact_distance)`. The tile filter has a margin, so rows a
     /// little beyond the bound are visited too: `visit` decides on the exact distance.
     /// `bound` is read again after every visit, so a shrinking bound (a top-k) prunes more as
-    /// the scan goes.
+    /// the scan goes. Blocks come in index order and so do the rows within a block, except
+    /// that while the bound is infinite the block's few nearest rows by estimate go first:
+    /// an accumulator that needs a fixed order must break its ties by index itself.
     pub fn scan<A, B, V>(
         &self,
         queries: &[u32],
@@ -238,6 +390,11 @@ impl<'a> Points<'a> {
                 let mut lower = vec![0f32; BLOCK_ROWS];
                 for b in 0..n_blocks(n) {
                     ctx.checkpoint()?;
+                    // Every query of the block satisfied (counts that reached their
+                    // target): the remaining tiles could change nothing.
+                    if accs.iter().all(|a| bound(a) < 0.0) {
+                        break;
+                    }
                     let rows = block_range(b, n);
                     let m = rows.len();
                     // Data rows × queries, column-major: each query's dot products come out
@@ -254,7 +411,7 @@ impl<'a> Points<'a> {
                     for (t, (&qi, acc)) in qs.iter().zip(accs.iter_mut()).enumerate() {
                         let dots = &tile[t * m..(t + 1) * m];
                         self.lower_bounds(qi as usize, rows.start, dots, &mut lower[..m]);
-                        self.visit_block(acc, rows.start, &lower[..m], &bound, &visit, qi);
+                        self.visit_block(acc, rows.start, &mut lower[..m], &bound, &visit, qi);
                     }
                 }
                 Ok(())
@@ -269,14 +426,17 @@ impl<'a> Points<'a> {
     fn lower_bounds(&self, qi: usize, start: usize, dots: &[f32], out: &mut [f32]) {
         match self.metric {
             Metric::Euclidean => {
-                let qs = self.shrunk_sq[qi];
-                let ds = &self.shrunk_sq[start..start + dots.len()];
+                // Norms shrunk by the margin: |2·x·y| ≤ ‖x‖² + ‖y‖², so this takes off at
+                // least the dot product's worst error.
+                let shrink = 1.0 - self.rel;
+                let qs = self.prepared_sq[qi] * shrink;
+                let ds = &self.prepared_sq[start..start + dots.len()];
                 for ((o, &g), &s) in out.iter_mut().zip(dots).zip(ds) {
-                    *o = qs + s - 2.0 * g;
+                    *o = qs + s * shrink - 2.0 * g;
                 }
             }
             Metric::Cosine => {
-                let margin = self.cos_margin;
+                let margin = self.rel;
                 for (o, &g) in out.iter_mut().zip(dots) {
                     *o = 1.0 - g - margin;
                 }
@@ -286,8 +446,13 @@ impl<'a> Points<'a> {
 
     /// The bound in the filter's units (squared for Euclidean).
     fn filter_threshold(&self, bound: f64) -> f32 {
-        if !bound.is_finite() {
+        if bound == f64::INFINITY {
             return f32::INFINITY;
+        }
+        // Below every distance: a query that needs nothing more (a finished count) skips
+        // every block without a single exact distance.
+        if bound.is_nan() || bound < 0.0 {
+            return f32::NEG_INFINITY;
         }
         let t = match self.metric {
             Metric::Euclidean => bound * bound,
@@ -301,7 +466,7 @@ impl<'a> Points<'a> {
         &self,
         acc: &mut A,
         start: usize,
-        lower: &[f32],
+        lower: &mut [f32],
         bound: &B,
         visit: &V,
         qi: u32,
@@ -311,6 +476,29 @@ impl<'a> Points<'a> {
     {
         const CHUNK: usize = 16;
         let mut thr = self.filter_threshold(bound(acc));
+        if thr == f32::NEG_INFINITY {
+            return;
+        }
+        if thr == f32::INFINITY {
+            // Nothing bounds the query yet (an empty top-k): in index order the whole block
+            // would be re-measured exactly. The few nearest by estimate go first instead;
+            // the bound then filters the rest. Visited rows are marked NaN, which no
+            // threshold admits, so that none is visited twice.
+            let m = SEED_VISITS.min(lower.len());
+            let mut order: Vec<u32> = (0..lower.len() as u32).collect();
+            let by_estimate = |a: &u32, b: &u32| lower[*a as usize].total_cmp(&lower[*b as usize]);
+            if m < order.len() {
+                order.select_nth_unstable_by(m, by_estimate);
+            }
+            order.truncate(m);
+            order.sort_unstable_by(by_estimate);
+            for t in order {
+                let j = start + t as usize;
+                visit(acc, j, self.dist(qi as usize, j));
+                lower[t as usize] = f32::NAN;
+            }
+            thr = self.filter_threshold(bound(acc));
+        }
         let mut c0 = 0;
         while c0 < lower.len() {
             let c1 = (c0 + CHUNK).min(lower.len());
@@ -331,7 +519,30 @@ impl<'a> Points<'a> {
 }
 
 fn sq_norm64(v: &[f32]) -> f64 {
-    v.iter().map(|&a| f64::from(a) * f64::from(a)).sum()
+    lane_sum(v, v, |p, q| p * q)
+}
+
+const LANES: usize = 8;
+
+/// `Σ f(a_k, b_k)` in f64 over eight interleaved partial sums: one sum at a time cannot
+/// be vectorised, and exact distances are the inner loop of OPTICS and of every filtered
+/// candidate.
+#[inline]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let split = a.len() - a.len() % LANES;
+    for (p, q) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            acc[l] += f(f64::from(p[l]), f64::from(q[l]));
+        }
+    }
+    for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        acc[l] += f(f64::from(p), f64::from(q));
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// Subtract the column means (computed in f64 over fixed chunks, so the same for any thread
@@ -549,6 +760,60 @@ mod tests {
             Points::new(&x, Metric::Euclidean).knn(3, &ctx),
             Err(Cancelled)
         );
+    }
+
+    #[test]
+    fn gpu_knn_and_dense_rows_equal_the_cpu_answers() {
+        if crate::gpu::test_context().is_none() {
+            return;
+        }
+        let gpu_ctx = RunContext::new(0, DeviceKind::Gpu);
+        // Off-centre blobs with duplicates: near-ties the GPU check must catch.
+        let mut x = random_matrix(1900, 40, 21, 5.0);
+        for i in 0..40 {
+            let dup = x.row(i).to_vec();
+            x.row_mut(1000 + i).copy_from_slice(&dup);
+        }
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let p = Points::new(&x, metric);
+            // The kernel really answered, and vouched for nearly every row itself.
+            let on_gpu = p.knn_on_gpu(12).unwrap().expect("the kernel applies");
+            let vouched = on_gpu.iter().filter(|r| r.is_some()).count();
+            assert!(
+                vouched >= 1800,
+                "{metric:?}: only {vouched} rows proven on the GPU"
+            );
+            let cpu = p.knn(12, &ctx()).unwrap();
+            assert_eq!(p.knn(12, &gpu_ctx).unwrap(), cpu, "{metric:?}");
+
+            // The median 6th-neighbour distance: about half the rows are dense.
+            let mut sixth: Vec<f64> = (0..x.rows()).map(|i| cpu.distances_of(i)[5]).collect();
+            sixth.sort_by(f64::total_cmp);
+            let eps = sixth[sixth.len() / 2];
+            let dense_cpu = p.dense_rows(eps, 6, &ctx()).unwrap();
+            let n_dense = dense_cpu.iter().filter(|&&d| d).count();
+            assert!(
+                n_dense > 50 && n_dense < 1850,
+                "{metric:?}: {n_dense} dense rows"
+            );
+            assert!(p.dense_rows_on_gpu(eps, 6).unwrap().is_some());
+            assert_eq!(
+                p.dense_rows(eps, 6, &gpu_ctx).unwrap(),
+                dense_cpu,
+                "{metric:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dense_rows_count_the_row_itself_and_rows_at_exactly_eps() {
+        let x = Matrix::from_vec(4, 1, vec![0.0, 0.5, 1.0, 3.0]).unwrap();
+        let p = Points::new(&x, Metric::Euclidean);
+        assert_eq!(
+            p.dense_rows(0.5, 3, &ctx()).unwrap(),
+            vec![false, true, false, false]
+        );
+        assert_eq!(p.dense_rows(0.5, 1, &ctx()).unwrap(), vec![true; 4]);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::algorithms::dbscan::{self, DbscanParams};
+use crate::algorithms::hdbscan::{self, HdbscanParams};
 use crate::algorithms::kmeans::{self, KMeansParams};
+use crate::algorithms::optics::{self, OpticsParams};
 use crate::algorithms::projection;
 use crate::gpu;
 use crate::metrics::{self, MetricsOptions};
@@ -76,6 +78,8 @@ pub struct Engine {
 enum Plan {
     KMeans(KMeansParams),
     Dbscan(DbscanParams),
+    Hdbscan(HdbscanParams),
+    Optics(OpticsParams),
 }
 
 impl Plan {
@@ -84,6 +88,8 @@ impl Plan {
         let plan = match req.algorithm {
             Algorithm::KMeans => KMeansParams::from_params(params).map(Plan::KMeans),
             Algorithm::Dbscan => DbscanParams::from_params(params).map(Plan::Dbscan),
+            Algorithm::Hdbscan => HdbscanParams::from_params(params).map(Plan::Hdbscan),
+            Algorithm::Optics => OpticsParams::from_params(params).map(Plan::Optics),
             other => {
                 return Err(ApiError::unimplemented(
                     "config.algorithm",
@@ -99,13 +105,15 @@ impl Plan {
     }
 
     /// Algorithms this version runs.
-    const BUILT: [&'static str; 2] = ["kmeans", "dbscan"];
+    const BUILT: [&'static str; 4] = ["kmeans", "dbscan", "hdbscan", "optics"];
 
     /// Errors that depend on the number of documents, found once the data is loaded.
     fn check_against_data(&self, n: usize) -> ApiResult<()> {
         match self {
             Plan::KMeans(p) => p.check_against_data(n),
             Plan::Dbscan(p) => p.check_against_data(n),
+            Plan::Hdbscan(p) => p.check_against_data(n),
+            Plan::Optics(p) => p.check_against_data(n),
         }
         .map_err(|e| e.under("config.algorithm_params"))
     }
@@ -115,7 +123,7 @@ impl Plan {
     fn seed(&self) -> u64 {
         match self {
             Plan::KMeans(p) => p.random_state.unwrap_or(0),
-            Plan::Dbscan(_) => 0,
+            Plan::Dbscan(_) | Plan::Hdbscan(_) | Plan::Optics(_) => 0,
         }
     }
 
@@ -123,6 +131,8 @@ impl Plan {
         match self {
             Plan::KMeans(p) => p.resolved(),
             Plan::Dbscan(p) => p.resolved(),
+            Plan::Hdbscan(p) => p.resolved(),
+            Plan::Optics(p) => p.resolved(),
         }
     }
 
@@ -138,6 +148,8 @@ impl Plan {
                 });
             }
             Plan::Dbscan(p) => dbscan::fit(x, p, ctx)?,
+            Plan::Hdbscan(p) => hdbscan::fit(x, p, ctx)?,
+            Plan::Optics(p) => optics::fit(x, p, ctx)?,
         };
         Ok(Labelled::from_labels(x, found.labels, found.n_clusters))
     }

@@ -6,6 +6,9 @@ pub mod assign;
 pub mod centroid;
 pub mod device;
 pub mod matrix;
+pub mod neighbors;
+#[cfg(test)]
+mod neighbors_tests;
 pub mod normalize;
 pub mod silhouette;
 #[cfg(test)]

@@ -80,3 +80,50 @@ async fn gpu_device_answers_like_the_cpu_engine() {
     let run: Value = resp.json().await.expect("run");
     assert_eq!(run["result"]["device"]["type"], "gpu");
 }
+
+#[tokio::test]
+async fn density_algorithms_on_the_gpu_device_answer_like_the_cpu_engine() {
+    if clusterd::gpu::test_context().is_none() {
+        return;
+    }
+    let gpu = server_with_reference_collections_using(Options {
+        keys: true,
+        extra_args: vec!["--device".into(), "gpu".into()],
+    })
+    .await;
+    let cpu = server_with_reference_collections_using(Options {
+        keys: true,
+        extra_args: vec!["--device".into(), "cpu".into()],
+    })
+    .await;
+    // HDBSCAN's core distances come from the kNN kernel, DBSCAN's core points from the
+    // radius-count kernel; both are proven exact, so the labels must not differ at all.
+    for (algorithm, params) in [
+        ("hdbscan", json!({"min_cluster_size": 10})),
+        ("dbscan", json!({"eps": 0.5, "min_samples": 8})),
+        (
+            "dbscan",
+            json!({"eps": 0.3, "min_samples": 5, "metric": "cosine"}),
+        ),
+    ] {
+        let mut body = reference_body();
+        body["include_members"] = json!(true);
+        body["config"]["algorithm"] = json!(algorithm);
+        body["config"]["algorithm_params"] = params.clone();
+        let (status, on_gpu) = gpu.execute_rest(KEY_A, &body).await;
+        assert_eq!(status, 200, "{on_gpu}");
+        let (status, on_cpu) = cpu.execute_rest(KEY_A, &body).await;
+        assert_eq!(status, 200, "{on_cpu}");
+        assert_eq!(on_gpu["device"]["type"], "gpu");
+        assert!(
+            on_cpu["num_clusters"].as_u64().is_some_and(|c| c >= 2),
+            "{algorithm} {params}: a real clustering, not all noise: {}",
+            on_cpu["num_clusters"]
+        );
+        assert_eq!(
+            members(&on_gpu),
+            members(&on_cpu),
+            "{algorithm} {params}: same labels on both engines"
+        );
+    }
+}

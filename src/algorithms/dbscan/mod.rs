@@ -48,25 +48,7 @@ pub fn fit(
     let all: Vec<u32> = (0..n as u32).collect();
 
     progress(ctx, "dbscan:core_points", 0.0);
-    // Counting stops at min_samples: a row known to be core needs no further visits.
-    let counts = points.scan(
-        &all,
-        ctx,
-        vec![0usize; n],
-        |&c| {
-            if c >= min_samples {
-                f64::NEG_INFINITY
-            } else {
-                eps
-            }
-        },
-        |c, _, d| {
-            if d <= eps {
-                *c += 1;
-            }
-        },
-    )?;
-    let is_core: Vec<bool> = counts.iter().map(|&c| c >= min_samples).collect();
+    let is_core = points.dense_rows(eps, min_samples, ctx)?;
 
     progress(ctx, "dbscan:clusters", 0.0);
     let parent: Vec<AtomicU32> = (0..n as u32).map(AtomicU32::new).collect();

@@ -95,7 +95,6 @@ pub fn compute_optics_graph(
     let n = x.rows();
     let max_eps = params.max_eps;
     let points = Points::new(x, params.metric);
-    let rows = RowDistances::new(x, params.metric);
 
     report(ctx, "optics:core_distances", 0.0);
     let k = params.min_samples.resolve(n);
@@ -133,7 +132,7 @@ pub fn compute_optics_graph(
         alive.kill(slot);
         let core = core_distances[point];
         next = if core.is_finite() {
-            alive.relax_and_argmin(|j| rows.dist(point, j), point, core, max_eps, chunk)
+            alive.relax_and_argmin(|j| points.dist(point, j), point, core, max_eps, chunk)
         } else {
             alive.argmin()
         };
@@ -293,73 +292,6 @@ impl Alive {
     fn remap(&self, old_slot: usize) -> usize {
         self.old_to_new[old_slot]
     }
-}
-
-/// Exact f64 distances between rows for the ordering, where nearly all the work is.
-/// Same quantities as [`Points::dist`] (Euclidean: root of the summed squared
-/// differences; cosine: `1 − x·y/(‖x‖‖y‖)`, zero rows of norm 1, clipped to [0, 2]), but
-/// summed in eight independent lanes: one dependent f64 add per coordinate is
-/// latency-bound, eight vectorise. Only the order of the f64 additions differs, which moves
-/// the result by an ulp or so — below what scikit-learn's own distances agree to between
-/// its tree and its pairwise code.
-struct RowDistances<'a> {
-    x: &'a Matrix,
-    metric: Metric,
-    /// 1/‖row‖ (1 for zero rows), cosine only.
-    inv_norms: Vec<f64>,
-}
-
-const LANES: usize = 8;
-
-impl<'a> RowDistances<'a> {
-    fn new(x: &'a Matrix, metric: Metric) -> Self {
-        let inv_norms = match metric {
-            Metric::Euclidean => Vec::new(),
-            Metric::Cosine => (0..x.rows())
-                .into_par_iter()
-                .map(|i| {
-                    let r = x.row(i);
-                    let n = lane_sum(r, r, |p, q| p * q).sqrt();
-                    if n > 0.0 { 1.0 / n } else { 1.0 }
-                })
-                .collect(),
-        };
-        RowDistances {
-            x,
-            metric,
-            inv_norms,
-        }
-    }
-
-    fn dist(&self, i: usize, j: usize) -> f64 {
-        let (a, b) = (self.x.row(i), self.x.row(j));
-        match self.metric {
-            Metric::Euclidean => lane_sum(a, b, |p, q| (p - q) * (p - q)).sqrt(),
-            Metric::Cosine => {
-                let dot = lane_sum(a, b, |p, q| p * q);
-                (1.0 - dot * self.inv_norms[i] * self.inv_norms[j]).clamp(0.0, 2.0)
-            }
-        }
-    }
-}
-
-/// `Σ f(a_k, b_k)` in f64 over eight interleaved partial sums.
-#[inline]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let split = a.len() - a.len() % LANES;
-    for (p, q) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for l in 0..LANES {
-            acc[l] += f(f64::from(p[l]), f64::from(q[l]));
-        }
-    }
-    for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        acc[l] += f(f64::from(p), f64::from(q));
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// `np.around(x, decimals=np.finfo(np.float64).precision)`, i.e. 15 decimals: NumPy

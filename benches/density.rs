@@ -1,0 +1,127 @@
+//! Density-clustering benchmark binary used by `scripts/bench/compare.py --density`;
+//! prints one JSON line.
+//!
+//! ```text
+//! cargo bench --bench density -- --algo dbscan|hdbscan|optics --data FILE
+//!                                [--labels-out FILE] [--params JSON]
+//! ```
+//!
+//! `--data` is the raw little-endian file the compare script writes (u64 rows, u64 cols,
+//! then rows×cols f32), so that every engine sees the same numbers. `--params` is the
+//! `algorithm_params` object exactly as a client sends it (default `{}`), validated by the
+//! algorithm's own `from_params`. `--labels-out` receives the labels as u64 count then that
+//! many i64 (−1 = noise), for the script's ARI against scikit-learn.
+//!
+//! `seconds` is the fit alone (validation and data loading are left out); `peak_rss_mb`
+//! is this process's VmHWM and `data_rss_mb` its resident size right after loading, so
+//! the difference is what the fit itself added.
+
+use std::time::Instant;
+
+use clusterd::algorithms::ClusterLabels;
+use clusterd::algorithms::{dbscan, hdbscan, optics};
+use clusterd::model::{ApiError, Cancelled, DeviceKind, Matrix, ParamMap, ParamValue, RunContext};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn word(bytes: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn read_raw(path: &str) -> Matrix {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let (n, d) = (word(&bytes, 0) as usize, word(&bytes, 1) as usize);
+    let data: Vec<f32> = bytes[16..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Matrix::from_vec(n, d, data).unwrap_or_else(|| panic!("{path}: size does not match {n}x{d}"))
+}
+
+fn write_labels(path: &str, labels: &[i64]) {
+    let mut bytes = Vec::with_capacity(8 * (labels.len() + 1));
+    bytes.extend_from_slice(&(labels.len() as u64).to_le_bytes());
+    for &l in labels {
+        bytes.extend_from_slice(&l.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {path}: {e}"));
+}
+
+fn status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn param_map(text: &str) -> ParamMap {
+    let json: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("--params is not JSON: {e}"));
+    match ParamValue::from(&json) {
+        ParamValue::Map(m) => ParamMap::new(m),
+        _ => panic!("--params must be a JSON object"),
+    }
+}
+
+fn bad<T>(algo: &str, params: &str, e: ApiError) -> T {
+    panic!("{algo} params {params}: {e:?}")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let algo = arg(&args, "--algo").expect("--algo dbscan|hdbscan|optics");
+    let x = read_raw(&arg(&args, "--data").expect("--data FILE"));
+    let params_text = arg(&args, "--params").unwrap_or_else(|| "{}".to_owned());
+    let params = param_map(&params_text);
+    let (n, d) = (x.rows(), x.cols());
+    let rss_data = status_mb("VmRSS:");
+    let ctx = RunContext::new(0, DeviceKind::Cpu);
+
+    // Validate first, so that `seconds` is the fit alone.
+    let run: Box<dyn Fn() -> Result<ClusterLabels, Cancelled>> = match algo.as_str() {
+        "dbscan" => {
+            let p = dbscan::DbscanParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            Box::new(move || dbscan::fit(&x, &p, &ctx))
+        }
+        "hdbscan" => {
+            let p = hdbscan::HdbscanParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            Box::new(move || hdbscan::fit(&x, &p, &ctx))
+        }
+        "optics" => {
+            let p = optics::OpticsParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            Box::new(move || optics::fit(&x, &p, &ctx))
+        }
+        other => panic!("--algo must be dbscan, hdbscan or optics, got {other}"),
+    };
+    let start = Instant::now();
+    let fit = run();
+    let seconds = start.elapsed().as_secs_f64();
+    let fit = fit.unwrap_or_else(|_| panic!("fit was cancelled"));
+
+    if let Some(path) = arg(&args, "--labels-out") {
+        write_labels(&path, &fit.labels);
+    }
+    let n_noise = fit.labels.iter().filter(|&&l| l < 0).count();
+    let out = serde_json::json!({
+        "engine": "clusterd-cpu",
+        "algo": algo,
+        "params": serde_json::from_str::<serde_json::Value>(&params_text).unwrap_or_default(),
+        "threads": rayon::current_num_threads(),
+        "n": n, "d": d,
+        "seconds": seconds,
+        "n_clusters": fit.n_clusters,
+        "n_noise": n_noise,
+        "peak_rss_mb": status_mb("VmHWM:"),
+        "data_rss_mb": rss_data,
+    });
+    println!("{out}");
+}
