@@ -13,6 +13,7 @@
 //! Determinism: the spanning tree is unique under that total order, and every parallel step
 //! computes per point or per query, so labels do not depend on the thread count.
 
+mod bounds;
 mod mst;
 mod params;
 #[cfg(test)]
@@ -62,7 +63,7 @@ pub fn fit(
     );
 
     stage(ctx, "hdbscan:mst", 0.0);
-    let mut edges = mst::minimum_spanning_tree(&points, &knn, &reach, ctx)?;
+    let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, ctx)?;
     drop(knn);
     edges.sort_by(|x, y| {
         x.weight

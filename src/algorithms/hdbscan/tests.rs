@@ -156,7 +156,7 @@ fn spanning_tree_weight_equals_prims_oracle() {
         let points = Points::new(&x, metric);
         let knn = points.knn(min_samples.max(mst::LIST_K), &ctx()).unwrap();
         let reach = mst::Reachability::new(&knn, min_samples, alpha, scaled);
-        let edges = mst::minimum_spanning_tree(&points, &knn, &reach, &ctx()).unwrap();
+        let edges = mst::minimum_spanning_tree(&x, &points, &knn, &reach, &ctx()).unwrap();
         assert_eq!(edges.len(), n - 1);
         // A spanning tree: n − 1 edges that join everything.
         let mut seen = vec![false; n];
@@ -372,4 +372,56 @@ fn rejects_min_samples_above_the_number_of_documents() {
     let p = hdbscan_params(serde_json::json!({"min_cluster_size": 2, "min_samples": 1})).unwrap();
     assert!(p.check_against_data(1).is_err());
     p.check_against_data(2).unwrap();
+}
+
+/// Gaussian-ish blobs (sum of three uniforms per coordinate) around `centres` random centres
+/// in a cube of side 40, plus uniform noise over the cube: one in ten rows.
+fn blobs_with_noise(n: usize, d: usize, centres: usize, seed: u64) -> Matrix {
+    let mut rng = Lcg(seed);
+    let centre: Vec<f64> = (0..centres * d).map(|_| rng.uniform() * 40.0).collect();
+    let mut data = Vec::with_capacity(n * d);
+    for i in 0..n {
+        let c = i % centres;
+        for j in 0..d {
+            let v = if i % 10 == 9 {
+                rng.uniform() * 40.0
+            } else {
+                centre[c * d + j] + (rng.uniform() + rng.uniform() + rng.uniform() - 1.5) * 2.0
+            };
+            data.push(v as f32);
+        }
+    }
+    Matrix::from_vec(n, d, data).unwrap()
+}
+
+#[test]
+fn later_rounds_reuse_cached_edges_and_the_tree_still_equals_prims_oracle() {
+    // The last case's later rounds read some components' cheapest edges from the scan
+    // caches (checked, so that path is exercised); all must give Prim's weight.
+    for (n, d, centres, seed, metric, reads_cache) in [
+        (3000, 6, 12, 11, Metric::Euclidean, false),
+        (2500, 24, 9, 12, Metric::Euclidean, false),
+        (2000, 10, 7, 13, Metric::Cosine, false),
+        (3000, 4, 60, 16, Metric::Euclidean, true),
+    ] {
+        let x = blobs_with_noise(n, d, centres, seed);
+        let points = Points::new(&x, metric);
+        let knn = points.knn(mst::LIST_K, &ctx()).unwrap();
+        let reach = mst::Reachability::new(&knn, 5, 1.0, false);
+        let (edges, stats) =
+            mst::minimum_spanning_tree_with_stats(&x, &points, &knn, &reach, &ctx()).unwrap();
+        if reads_cache {
+            assert!(
+                stats.cache_answers.iter().sum::<usize>() > 0,
+                "n={n} d={d}: no round read the cache: {stats:?}"
+            );
+        }
+        assert_eq!(edges.len(), n - 1);
+        let total: f64 = edges.iter().map(|e| e.weight).sum();
+        let oracle = mst::prim_weight(&points, &reach);
+        assert!(
+            (total - oracle).abs() <= 1e-9 * oracle,
+            "n={n} d={d} {metric:?}: Borůvka {total} vs Prim {oracle}"
+        );
+    }
 }
