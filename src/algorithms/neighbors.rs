@@ -376,13 +376,34 @@ impl<'a> Points<'a> {
         &self,
         queries: &[u32],
         ctx: &RunContext,
-        mut accs: Vec<A>,
+        accs: Vec<A>,
         bound: B,
         visit: V,
     ) -> Result<Vec<A>, Cancelled>
     where
         A: Send,
         B: Fn(&A) -> f64 + Sync,
+        V: Fn(&mut A, usize, f64) + Sync,
+    {
+        self.scan_where(queries, ctx, accs, bound, |_, _| true, visit)
+    }
+
+    /// [`Self::scan`] visiting only rows `j` with `keep(&acc, j)`, asked before the exact
+    /// distance is measured: rows a query has no use for (its own cluster, say) cost no
+    /// exact distance.
+    pub fn scan_where<A, B, K, V>(
+        &self,
+        queries: &[u32],
+        ctx: &RunContext,
+        mut accs: Vec<A>,
+        bound: B,
+        keep: K,
+        visit: V,
+    ) -> Result<Vec<A>, Cancelled>
+    where
+        A: Send,
+        B: Fn(&A) -> f64 + Sync,
+        K: Fn(&A, usize) -> bool + Sync,
         V: Fn(&mut A, usize, f64) + Sync,
     {
         assert_eq!(queries.len(), accs.len(), "one accumulator per query");
@@ -421,7 +442,13 @@ impl<'a> Points<'a> {
                     for (t, (&qi, acc)) in qs.iter().zip(accs.iter_mut()).enumerate() {
                         let dots = &tile[t * m..(t + 1) * m];
                         self.lower_bounds(qi as usize, rows.start, dots, &mut lower[..m]);
-                        self.visit_block(acc, rows.start, &mut lower[..m], &bound, &visit, qi);
+                        self.visit_block(
+                            acc,
+                            rows.start,
+                            &mut lower[..m],
+                            (&bound, &keep, &visit),
+                            qi,
+                        );
                     }
                 }
                 Ok(())
@@ -472,16 +499,16 @@ impl<'a> Points<'a> {
         (t as f32).next_up()
     }
 
-    fn visit_block<A, B, V>(
+    fn visit_block<A, B, K, V>(
         &self,
         acc: &mut A,
         start: usize,
         lower: &mut [f32],
-        bound: &B,
-        visit: &V,
+        (bound, keep, visit): (&B, &K, &V),
         qi: u32,
     ) where
         B: Fn(&A) -> f64,
+        K: Fn(&A, usize) -> bool,
         V: Fn(&mut A, usize, f64),
     {
         const CHUNK: usize = 16;
@@ -504,7 +531,9 @@ impl<'a> Points<'a> {
             order.sort_unstable_by(by_estimate);
             for t in order {
                 let j = start + t as usize;
-                visit(acc, j, self.dist(qi as usize, j));
+                if keep(acc, j) {
+                    visit(acc, j, self.dist(qi as usize, j));
+                }
                 lower[t as usize] = f32::NAN;
             }
             thr = self.filter_threshold(bound(acc));
@@ -515,8 +544,8 @@ impl<'a> Points<'a> {
             // Most chunks hold no candidate: test the whole chunk in one vectorised pass.
             if lower[c0..c1].iter().any(|&l| l <= thr) {
                 for (t, &l) in lower[c0..c1].iter().enumerate() {
-                    if l <= thr {
-                        let j = start + c0 + t;
+                    let j = start + c0 + t;
+                    if l <= thr && keep(acc, j) {
                         let dist = self.dist(qi as usize, j);
                         visit(acc, j, dist);
                         thr = self.filter_threshold(bound(acc));

@@ -206,7 +206,7 @@ fn cases() -> Vec<Case> {
                 b["config"]["algorithm"] = json!("dbscan");
                 b["config"]["algorithm_params"] = json!({"eps": -0.5});
             }),
-            http: 400,
+            http: 422,
             code: "invalid_parameter",
             field: Some("config.algorithm_params.eps"),
             grpc: Code::InvalidArgument,
@@ -217,7 +217,7 @@ fn cases() -> Vec<Case> {
                 b["config"]["algorithm"] = json!("dbscan");
                 b["config"]["algorithm_params"] = json!({"metric": "hamming"});
             }),
-            http: 400,
+            http: 422,
             code: "invalid_parameter",
             field: Some("config.algorithm_params.metric"),
             grpc: Code::InvalidArgument,

@@ -457,15 +457,14 @@ pub fn minimum_spanning_tree_with_stats(
                 .collect();
             // Slightly wide, so that an edge tying the radius is still visited.
             let bound = |p: &Probe| p.radius() * alpha * (1.0 + 4.0 * f64::EPSILON);
-            let probes = points.scan(&batch, ctx, probes, bound, |p, j, d| {
-                let c = comp[j];
-                if c != p.comp {
-                    p.offer(
-                        Key::new(reach.weight(p.a as usize, j, d), p.a as usize, j),
-                        c,
-                        j as u32,
-                    );
-                }
+            // Rows of the query's own component are skipped before their exact distance.
+            let foreign = |p: &Probe, j: usize| comp[j] != p.comp;
+            let probes = points.scan_where(&batch, ctx, probes, bound, foreign, |p, j, d| {
+                p.offer(
+                    Key::new(reach.weight(p.a as usize, j, d), p.a as usize, j),
+                    comp[j],
+                    j as u32,
+                );
             })?;
             for p in probes {
                 let a = p.a as usize;
