@@ -26,6 +26,9 @@ use crate::model::{ApiError, ApiResult, Cancelled, DeviceKind, Matrix, RunContex
 /// Query rows handled together against each data block.
 const QUERY_BLOCK: usize = 256;
 
+/// Data blocks every query of a scan sees before the unsatisfied ones are regrouped.
+const FIRST_BLOCKS: usize = 4;
+
 /// Rows of a block visited nearest-estimate first while a query's bound is still infinite.
 const SEED_VISITS: usize = 32;
 
@@ -395,10 +398,54 @@ impl<'a> Points<'a> {
         &self,
         queries: &[u32],
         ctx: &RunContext,
-        mut accs: Vec<A>,
+        accs: Vec<A>,
         bound: B,
         keep: K,
         visit: V,
+    ) -> Result<Vec<A>, Cancelled>
+    where
+        A: Send,
+        B: Fn(&A) -> f64 + Sync,
+        K: Fn(&A, usize) -> bool + Sync,
+        V: Fn(&mut A, usize, f64) + Sync,
+    {
+        assert_eq!(queries.len(), accs.len(), "one accumulator per query");
+        let nb = n_blocks(self.len());
+        let first = FIRST_BLOCKS.min(nb);
+        let accs = self.scan_blocks(queries, 0..first, ctx, accs, &bound, &keep, &visit)?;
+        // Queries satisfied by the first blocks (dense rows' counts, typically) drop out,
+        // and the rest are regrouped: one unsatisfied query would otherwise keep its whole
+        // query block scanning to the end.
+        let mut out: Vec<Option<A>> = Vec::with_capacity(accs.len());
+        let (mut todo_q, mut todo_acc, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, a) in accs.into_iter().enumerate() {
+            if first < nb && bound(&a) >= 0.0 {
+                todo_q.push(queries[i]);
+                todo_acc.push(a);
+                slots.push(i);
+                out.push(None);
+            } else {
+                out.push(Some(a));
+            }
+        }
+        let rest = self.scan_blocks(&todo_q, first..nb, ctx, todo_acc, &bound, &keep, &visit)?;
+        for (slot, a) in slots.into_iter().zip(rest) {
+            out[slot] = Some(a);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The scan over the data blocks `blocks` only.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_blocks<A, B, K, V>(
+        &self,
+        queries: &[u32],
+        blocks: std::ops::Range<usize>,
+        ctx: &RunContext,
+        mut accs: Vec<A>,
+        bound: &B,
+        keep: &K,
+        visit: &V,
     ) -> Result<Vec<A>, Cancelled>
     where
         A: Send,
@@ -419,7 +466,7 @@ impl<'a> Points<'a> {
                 }
                 let mut tile = vec![0f32; q * BLOCK_ROWS];
                 let mut lower = vec![0f32; BLOCK_ROWS];
-                for b in 0..n_blocks(n) {
+                for b in blocks.clone() {
                     ctx.checkpoint()?;
                     // Every query of the block satisfied (counts that reached their
                     // target): the remaining tiles could change nothing.

@@ -57,13 +57,16 @@ pub fn fit(
         .copied()
         .filter(|&i| is_core[i as usize])
         .collect();
-    points.scan(
+    // A pair already in one set needs no exact distance: after the first few unions of a
+    // dense region that is nearly every pair.
+    points.scan_where(
         &cores,
         ctx,
         cores.clone(),
         |_| eps,
+        |&q, j| is_core[j] && find(&parent, q) != find(&parent, j as u32),
         |&mut q, j, d| {
-            if d <= eps && is_core[j] && j != q as usize {
+            if d <= eps {
                 union(&parent, q, j as u32);
             }
         },
