@@ -185,18 +185,8 @@ impl<'a> Points<'a> {
     pub fn knn(&self, k: usize, ctx: &RunContext) -> Result<Knn, Cancelled> {
         let n = self.len();
         let k = k.min(n);
-        let mut rows: Vec<Option<Neighbours>> = vec![None; n];
-        if ctx.device == DeviceKind::Gpu {
-            match self.knn_on_gpu(k) {
-                Ok(Some(found)) => rows = found,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "GPU kNN failed; using the CPU"),
-            }
-        }
+        let (mut rows, missing) = proven_on_gpu(n, ctx, "kNN", || self.knn_on_gpu(k));
         ctx.checkpoint()?;
-        let missing: Vec<u32> = (0..n as u32)
-            .filter(|&i| rows[i as usize].is_none())
-            .collect();
         let heaps = missing.iter().map(|_| TopK::new(k)).collect();
         let heaps = self.scan(&missing, ctx, heaps, TopK::bound, |h, j, d| h.offer(d, j))?;
         for (&i, h) in missing.iter().zip(heaps) {
@@ -292,18 +282,10 @@ impl<'a> Points<'a> {
         ctx: &RunContext,
     ) -> Result<Vec<bool>, Cancelled> {
         let n = self.len();
-        let mut dense: Vec<Option<bool>> = vec![None; n];
-        if ctx.device == DeviceKind::Gpu {
-            match self.dense_rows_on_gpu(eps, min_count) {
-                Ok(Some(found)) => dense = found,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "GPU radius counts failed; using the CPU"),
-            }
-        }
+        let (mut dense, unsure) = proven_on_gpu(n, ctx, "radius count", || {
+            self.dense_rows_on_gpu(eps, min_count)
+        });
         ctx.checkpoint()?;
-        let unsure: Vec<u32> = (0..n as u32)
-            .filter(|&i| dense[i as usize].is_none())
-            .collect();
         let counts = self.scan(
             &unsure,
             ctx,
@@ -602,6 +584,29 @@ impl<'a> Points<'a> {
             c0 = c1;
         }
     }
+}
+
+/// What a GPU kernel proved, row by row (`None`: left to the CPU), and the rows it left.
+/// Off the GPU, where the kernel does not apply, or when the device fails, every row is
+/// left to the CPU, which gives the same answer.
+fn proven_on_gpu<T: Clone>(
+    n: usize,
+    ctx: &RunContext,
+    what: &str,
+    kernel: impl FnOnce() -> Result<Option<Vec<Option<T>>>, GpuError>,
+) -> (Vec<Option<T>>, Vec<u32>) {
+    let mut rows = vec![None; n];
+    if ctx.device == DeviceKind::Gpu {
+        match kernel() {
+            Ok(Some(found)) => rows = found,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "GPU {what} failed; using the CPU"),
+        }
+    }
+    let left = (0..n as u32)
+        .filter(|&i| rows[i as usize].is_none())
+        .collect();
+    (rows, left)
 }
 
 fn sq_norm64(v: &[f32]) -> f64 {

@@ -69,6 +69,16 @@ impl RunContext {
             Ok(())
         }
     }
+    /// Report how far a stage of an algorithm is, with no iteration or objective to give.
+    pub fn stage(&self, stage: &'static str, fraction: f32) {
+        self.progress(ProgressEvent {
+            stage,
+            fraction,
+            iteration: None,
+            inertia: None,
+        });
+    }
+
     /// Report progress; a client that stopped listening is not an error here (the cancel
     /// token is what stops the run).
     pub fn progress(&self, event: ProgressEvent) {

@@ -23,16 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::algorithms::ClusterLabels;
 use crate::algorithms::neighbors::Points;
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
-
-fn progress(ctx: &RunContext, stage: &'static str, fraction: f32) {
-    ctx.progress(ProgressEvent {
-        stage,
-        fraction,
-        iteration: None,
-        inertia: None,
-    });
-}
+use crate::model::{Cancelled, Matrix, RunContext};
 
 /// Cluster the rows of `x`.
 pub fn fit(
@@ -47,10 +38,10 @@ pub fn fit(
     let points = Points::new(x, params.metric);
     let all: Vec<u32> = (0..n as u32).collect();
 
-    progress(ctx, "dbscan:core_points", 0.0);
+    ctx.stage("dbscan:core_points", 0.0);
     let is_core = points.dense_rows(eps, min_samples, ctx)?;
 
-    progress(ctx, "dbscan:clusters", 0.0);
+    ctx.stage("dbscan:clusters", 0.0);
     let parent: Vec<AtomicU32> = (0..n as u32).map(AtomicU32::new).collect();
     let cores: Vec<u32> = all
         .iter()
@@ -85,7 +76,7 @@ pub fn fit(
         labels[c as usize] = i64::from(cluster_of_root[r]);
     }
 
-    progress(ctx, "dbscan:border_points", 0.0);
+    ctx.stage("dbscan:border_points", 0.0);
     let others: Vec<u32> = all
         .iter()
         .copied()
@@ -107,7 +98,7 @@ pub fn fit(
             labels[i as usize] = i64::from(cluster_of_root[r as usize]);
         }
     }
-    progress(ctx, "dbscan:border_points", 1.0);
+    ctx.stage("dbscan:border_points", 1.0);
     Ok(ClusterLabels { labels, n_clusters })
 }
 

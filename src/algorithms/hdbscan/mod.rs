@@ -24,16 +24,7 @@ pub use params::{HdbscanAlgorithm, HdbscanParams, SelectionMethod};
 
 use crate::algorithms::ClusterLabels;
 use crate::algorithms::neighbors::Points;
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
-
-fn stage(ctx: &RunContext, stage: &'static str, fraction: f32) {
-    ctx.progress(ProgressEvent {
-        stage,
-        fraction,
-        iteration: None,
-        inertia: None,
-    });
-}
+use crate::model::{Cancelled, Matrix, RunContext};
 
 /// Cluster the rows of `x`. `params` must have passed `check_against_data(x.rows())`; with
 /// fewer than two rows every row is noise.
@@ -53,7 +44,7 @@ pub fn fit(
     let points = Points::new(x, params.metric);
     let min_samples = params.effective_min_samples().clamp(1, n);
 
-    stage(ctx, "hdbscan:knn", 0.0);
+    ctx.stage("hdbscan:knn", 0.0);
     let knn = points.knn(min_samples.max(mst::LIST_K), ctx)?;
     let reach = mst::Reachability::new(
         &knn,
@@ -62,7 +53,7 @@ pub fn fit(
         params.algorithm == HdbscanAlgorithm::Brute,
     );
 
-    stage(ctx, "hdbscan:mst", 0.0);
+    ctx.stage("hdbscan:mst", 0.0);
     let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, ctx)?;
     drop(knn);
     edges.sort_by(|x, y| {
@@ -73,7 +64,7 @@ pub fn fit(
     });
 
     ctx.checkpoint()?;
-    stage(ctx, "hdbscan:tree", 0.0);
+    ctx.stage("hdbscan:tree", 0.0);
     let hierarchy = tree::single_linkage(n, &edges);
     let condensed = tree::condense_tree(&hierarchy, params.min_cluster_size);
     let (labels, n_clusters) = tree::labels(
@@ -86,6 +77,6 @@ pub fn fit(
             max_cluster_size: params.max_cluster_size,
         },
     );
-    stage(ctx, "hdbscan:tree", 1.0);
+    ctx.stage("hdbscan:tree", 1.0);
     Ok(ClusterLabels { labels, n_clusters })
 }

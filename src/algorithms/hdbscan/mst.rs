@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::bounds;
 use crate::algorithms::neighbors::{Knn, Points};
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+use crate::model::{Cancelled, Matrix, RunContext};
 
 /// Neighbours listed per point beyond what the core distance needs: a list that reaches
 /// past the core distance is what lets most points prove their cheapest edge without a
@@ -518,12 +518,10 @@ pub fn minimum_spanning_tree_with_stats(
                 n_components -= 1;
             }
         }
-        ctx.progress(ProgressEvent {
-            stage: "hdbscan:mst",
-            fraction: (edges.len() as f32 / (n - 1) as f32).min(1.0),
-            iteration: None,
-            inertia: None,
-        });
+        ctx.stage(
+            "hdbscan:mst",
+            (edges.len() as f32 / (n - 1) as f32).min(1.0),
+        );
     }
     Ok((edges, stats))
 }

@@ -19,7 +19,7 @@ pub use params::{ClusterMethod, NeighborAlgorithm, OpticsParams, SampleCount};
 
 use super::ClusterLabels;
 use super::neighbors::{Metric, Points, read_metric};
-use crate::model::{Cancelled, Matrix, ProgressEvent, RunContext};
+use crate::model::{Cancelled, Matrix, RunContext};
 
 /// Coordinates of distance work per parallel task in the ordering pass (slots × columns):
 /// enough to outweigh scheduling, small enough to spread a few thousand points over cores.
@@ -53,7 +53,7 @@ pub fn fit(
     ctx: &RunContext,
 ) -> Result<ClusterLabels, Cancelled> {
     let graph = compute_optics_graph(x, params, ctx)?;
-    report(ctx, "optics:extract", 0.0);
+    ctx.stage("optics:extract", 0.0);
     let n = x.rows();
     let (labels, n_clusters) = match params.cluster_method {
         ClusterMethod::Dbscan { eps } => cluster_optics_dbscan(
@@ -81,7 +81,7 @@ pub fn fit(
             (labels, n_clusters)
         }
     };
-    report(ctx, "optics:extract", 1.0);
+    ctx.stage("optics:extract", 1.0);
     Ok(ClusterLabels { labels, n_clusters })
 }
 
@@ -96,7 +96,7 @@ pub fn compute_optics_graph(
     let max_eps = params.max_eps;
     let points = Points::new(x, params.metric);
 
-    report(ctx, "optics:core_distances", 0.0);
+    ctx.stage("optics:core_distances", 0.0);
     let k = params.min_samples.resolve(n);
     let knn = points.knn(k, ctx)?;
     let core_distances: Vec<f64> = (0..n)
@@ -106,7 +106,7 @@ pub fn compute_optics_graph(
         })
         .collect();
     drop(knn);
-    report(ctx, "optics:core_distances", 1.0);
+    ctx.stage("optics:core_distances", 1.0);
 
     let mut reachability = vec![f64::INFINITY; n];
     let mut predecessor = vec![-1i64; n];
@@ -118,12 +118,12 @@ pub fn compute_optics_graph(
     let mut alive = Alive::new(n);
     let chunk = (CHUNK_WORK / x.cols().max(1)).max(MIN_CHUNK);
     let mut next = (n > 0).then_some(0usize);
-    report(ctx, "optics:ordering", 0.0);
+    ctx.stage("optics:ordering", 0.0);
     while let Some(slot) = next {
         let step = ordering.len();
         if step % PROGRESS_STEPS == 0 && step > 0 {
             ctx.checkpoint()?;
-            report(ctx, "optics:ordering", step as f32 / n as f32);
+            ctx.stage("optics:ordering", step as f32 / n as f32);
         }
         let point = alive.index[slot] as usize;
         reachability[point] = alive.reach[slot];
@@ -141,7 +141,7 @@ pub fn compute_optics_graph(
             next = next.map(|s| alive.remap(s));
         }
     }
-    report(ctx, "optics:ordering", 1.0);
+    ctx.stage("optics:ordering", 1.0);
     Ok(OpticsGraph {
         ordering,
         core_distances,
@@ -301,13 +301,4 @@ impl Alive {
 fn round_like_numpy(x: f64) -> f64 {
     const SCALE: f64 = 1e15;
     (x * SCALE).round_ties_even() / SCALE
-}
-
-fn report(ctx: &RunContext, stage: &'static str, fraction: f32) {
-    ctx.progress(ProgressEvent {
-        stage,
-        fraction,
-        iteration: None,
-        inertia: None,
-    });
 }
