@@ -9,4 +9,6 @@ pub mod gpu;
 pub mod labeling;
 pub mod metrics;
 pub mod model;
+#[cfg(test)]
+mod reference_fixtures;
 pub mod store;

@@ -35,20 +35,7 @@ impl DensityCase {
 }
 
 pub fn load(dataset: &str) -> DensityFixture {
-    let path = format!(
-        "{}/tests/fixtures/density_{dataset}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let v: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert_eq!(v["sklearn_version"], "1.9.1", "{path}");
-    let rows = v["data"].as_array().expect("data is a list");
-    let cols = rows[0].as_array().expect("rows are lists").len();
-    let data: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| r.as_array().expect("rows are lists"))
-        .map(|x| x.as_f64().expect("numbers") as f32)
-        .collect();
+    let v = crate::reference_fixtures::read(&format!("density_{dataset}"));
     let cases = v["cases"]
         .as_array()
         .expect("cases is a list")
@@ -66,7 +53,7 @@ pub fn load(dataset: &str) -> DensityFixture {
         .collect();
     DensityFixture {
         dataset: dataset.to_owned(),
-        data: Matrix::from_vec(rows.len(), cols, data).expect("rectangular data"),
+        data: crate::reference_fixtures::data(&v),
         cases,
     }
 }

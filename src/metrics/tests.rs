@@ -16,23 +16,10 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let path = format!(
-        "{}/tests/fixtures/metrics_{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let v: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert_eq!(v["sklearn_version"], "1.9.1");
-    let rows = v["data"].as_array().expect("data is a list");
-    let cols = rows[0].as_array().expect("rows are lists").len();
-    let data: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| r.as_array().expect("rows are lists"))
-        .map(|x| x.as_f64().expect("numbers") as f32)
-        .collect();
+    let v = crate::reference_fixtures::read(&format!("metrics_{name}"));
     let score = |key: &str| v[key].as_f64().unwrap_or_else(|| panic!("{name}: {key}"));
     Fixture {
-        data: Matrix::from_vec(rows.len(), cols, data).expect("rectangular data"),
+        data: crate::reference_fixtures::data(&v),
         labels: v["labels"]
             .as_array()
             .expect("labels")

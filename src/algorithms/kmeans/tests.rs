@@ -10,23 +10,10 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let path = format!(
-        "{}/tests/fixtures/kmeans_{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let v: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert_eq!(v["sklearn_version"], "1.9.1");
-    let rows = v["data"].as_array().expect("data is a list");
-    let cols = rows[0].as_array().expect("rows are lists").len();
-    let data: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| r.as_array().expect("rows are lists"))
-        .map(|x| x.as_f64().expect("numbers") as f32)
-        .collect();
+    let v = crate::reference_fixtures::read(&format!("kmeans_{name}"));
     Fixture {
         n_clusters: v["n_clusters"].as_u64().expect("n_clusters") as usize,
-        data: Matrix::from_vec(rows.len(), cols, data).expect("rectangular data"),
+        data: crate::reference_fixtures::data(&v),
         sklearn_inertia: v["sklearn_inertia"].as_f64().expect("inertia"),
         sklearn_inertia_n_init_auto: v["sklearn_inertia_n_init_auto"].as_f64().expect("inertia"),
         sklearn_labels: v["sklearn_labels"]
