@@ -16,33 +16,14 @@
 //! is this process's VmHWM and `data_rss_mb` its resident size right after loading, so
 //! the difference is what the fit itself added.
 
+mod support;
+
 use std::time::Instant;
 
 use clusterd::algorithms::ClusterLabels;
 use clusterd::algorithms::{dbscan, hdbscan, optics};
-use clusterd::model::{ApiError, Cancelled, DeviceKind, Matrix, ParamMap, ParamValue, RunContext};
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn word(bytes: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-    u64::from_le_bytes(b)
-}
-
-fn read_raw(path: &str) -> Matrix {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let (n, d) = (word(&bytes, 0) as usize, word(&bytes, 1) as usize);
-    let data: Vec<f32> = bytes[16..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Matrix::from_vec(n, d, data).unwrap_or_else(|| panic!("{path}: size does not match {n}x{d}"))
-}
+use clusterd::model::{ApiError, Cancelled, DeviceKind, ParamMap, ParamValue, RunContext};
+use support::{arg, read_raw};
 
 fn write_labels(path: &str, labels: &[i64]) {
     let mut bytes = Vec::with_capacity(8 * (labels.len() + 1));

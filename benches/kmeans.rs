@@ -20,6 +20,8 @@
 //! (`−2·X·Cᵀ` for every row block, nothing else) over the whole data against K rows: the
 //! floor under one Lloyd iteration of this design.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -29,33 +31,12 @@ use clusterd::metrics::{self, MetricsOptions};
 use clusterd::model::{DeviceKind, Matrix, ProgressEvent, RunContext};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+use support::{arg, read_raw, word};
 
 fn parse<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     arg(args, name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn word(bytes: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-    u64::from_le_bytes(b)
-}
-
-fn read_raw(path: &str) -> Matrix {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let (n, d) = (word(&bytes, 0) as usize, word(&bytes, 1) as usize);
-    let data: Vec<f32> = bytes[16..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Matrix::from_vec(n, d, data).unwrap_or_else(|| panic!("{path}: size does not match {n}x{d}"))
 }
 
 fn read_labels(path: &str) -> Vec<i64> {
