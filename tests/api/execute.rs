@@ -5,22 +5,6 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use clusterd::api::grpc::pb;
 
-fn labels_by_document(body: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = body["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| {
-            (
-                m["document_id"].as_str().unwrap_or_default().to_owned(),
-                m["cluster_id"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn reference_request_works_verbatim_over_rest() {
     let server = server_with_reference_collections().await;

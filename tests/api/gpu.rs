@@ -5,22 +5,6 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn members(body: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = body["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| {
-            (
-                m["document_id"].as_str().unwrap_or_default().to_owned(),
-                m["cluster_id"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn gpu_device_answers_like_the_cpu_engine() {
     // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
@@ -48,8 +32,8 @@ async fn gpu_device_answers_like_the_cpu_engine() {
     assert_eq!(on_gpu["device"]["type"], "gpu", "{}", on_gpu["device"]);
     assert_eq!(on_cpu["device"]["type"], "cpu");
     assert_eq!(
-        members(&on_gpu),
-        members(&on_cpu),
+        labels_by_document(&on_gpu),
+        labels_by_document(&on_cpu),
         "same labels on both engines"
     );
     let close = |a: &Value, b: &Value| {
@@ -121,8 +105,8 @@ async fn density_algorithms_on_the_gpu_device_answer_like_the_cpu_engine() {
             on_cpu["num_clusters"]
         );
         assert_eq!(
-            members(&on_gpu),
-            members(&on_cpu),
+            labels_by_document(&on_gpu),
+            labels_by_document(&on_cpu),
             "{algorithm} {params}: same labels on both engines"
         );
     }

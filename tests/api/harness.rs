@@ -394,3 +394,20 @@ pub async fn server_with_reference_collections_using(opts: Options) -> TestServe
     }
     server
 }
+
+/// (document_id, cluster_id) of every inline member of a response, sorted.
+pub fn labels_by_document(body: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["document_id"].as_str().unwrap_or_default().to_owned(),
+                m["cluster_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
