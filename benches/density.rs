@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use clusterd::algorithms::ClusterLabels;
 use clusterd::algorithms::{dbscan, hdbscan, optics};
-use clusterd::model::{ApiError, Cancelled, DeviceKind, ParamMap, ParamValue, RunContext};
+use clusterd::model::{ApiError, Cancelled, DeviceKind, ParamMap, RunContext};
 use support::{arg, read_raw};
 
 fn write_labels(path: &str, labels: &[i64]) {
@@ -44,10 +44,7 @@ fn status_mb(field: &str) -> Option<f64> {
 fn param_map(text: &str) -> ParamMap {
     let json: serde_json::Value =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("--params is not JSON: {e}"));
-    match ParamValue::from(&json) {
-        ParamValue::Map(m) => ParamMap::new(m),
-        _ => panic!("--params must be a JSON object"),
-    }
+    ParamMap::from_json(&json).expect("--params must be a JSON object")
 }
 
 fn bad<T>(algo: &str, params: &str, e: ApiError) -> T {

@@ -2,8 +2,10 @@
 //! (`tests/fixtures/density_*.json`, written by `scripts/reference/generate_density.py`)
 //! compared through [`crate::metrics::adjusted_rand_index`].
 
+use std::rc::Rc;
+
 pub use crate::metrics::adjusted_rand_index;
-use crate::model::{Matrix, ParamMap, ParamValue};
+use crate::model::{Matrix, ParamMap};
 
 /// Data sets with density fixtures.
 pub const DATASETS: [&str; 4] = ["blobs", "moons", "varied", "digits"];
@@ -27,10 +29,7 @@ pub struct DensityCase {
 
 impl DensityCase {
     pub fn param_map(&self) -> ParamMap {
-        match ParamValue::from(&self.params) {
-            ParamValue::Map(m) => ParamMap::new(m),
-            _ => panic!("fixture params must be an object"),
-        }
+        ParamMap::from_json(&self.params).expect("fixture params must be an object")
     }
 }
 
@@ -58,20 +57,16 @@ pub fn load(dataset: &str) -> DensityFixture {
     }
 }
 
-/// Every (fixture, case) pair for one algorithm, across all data sets.
-pub fn cases_for(algorithm: &str) -> Vec<(DensityFixture, usize)> {
+/// Every (fixture, case index) pair for one algorithm, across all data sets; each data set
+/// is read once and shared by its cases.
+pub fn cases_for(algorithm: &str) -> Vec<(Rc<DensityFixture>, usize)> {
     let mut out = Vec::new();
     for name in DATASETS {
-        let f = load(name);
-        let idx: Vec<usize> = (0..f.cases.len())
-            .filter(|&i| f.cases[i].algorithm == algorithm)
-            .collect();
-        if idx.is_empty() {
-            continue;
-        }
-        // One fixture value per case keeps the callers simple; the data sets are small.
-        for i in idx {
-            out.push((load(name), i));
+        let f = Rc::new(load(name));
+        for i in 0..f.cases.len() {
+            if f.cases[i].algorithm == algorithm {
+                out.push((Rc::clone(&f), i));
+            }
         }
     }
     out

@@ -57,6 +57,13 @@ impl ParamMap {
     pub fn new(values: BTreeMap<String, ParamValue>) -> Self {
         ParamMap { values }
     }
+    /// The parameters of a JSON object (`None` for any other JSON value).
+    pub fn from_json(json: &serde_json::Value) -> Option<Self> {
+        match ParamValue::from(json) {
+            ParamValue::Map(m) => Some(ParamMap::new(m)),
+            _ => None,
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
@@ -193,10 +200,7 @@ mod tests {
     use super::*;
 
     fn map(json: serde_json::Value) -> ParamMap {
-        match ParamValue::from(&json) {
-            ParamValue::Map(m) => ParamMap::new(m),
-            _ => panic!("test input must be an object"),
-        }
+        ParamMap::from_json(&json).expect("test input must be an object")
     }
 
     #[test]

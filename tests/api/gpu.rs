@@ -5,12 +5,8 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-#[tokio::test]
-async fn gpu_device_answers_like_the_cpu_engine() {
-    // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
-    if clusterd::gpu::test_context().is_none() {
-        return;
-    }
+/// The reference collections on a `--device gpu` server and on a `--device cpu` one.
+async fn servers_on_both_devices() -> (TestServer, TestServer) {
     let gpu = server_with_reference_collections_using(Options {
         keys: true,
         extra_args: vec!["--device".into(), "gpu".into()],
@@ -21,6 +17,16 @@ async fn gpu_device_answers_like_the_cpu_engine() {
         extra_args: vec!["--device".into(), "cpu".into()],
     })
     .await;
+    (gpu, cpu)
+}
+
+#[tokio::test]
+async fn gpu_device_answers_like_the_cpu_engine() {
+    // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
+    if clusterd::gpu::test_context().is_none() {
+        return;
+    }
+    let (gpu, cpu) = servers_on_both_devices().await;
     let mut body = reference_body();
     body["include_members"] = json!(true);
     body["config"]["algorithm_params"]["random_state"] = json!(3);
@@ -70,16 +76,7 @@ async fn density_algorithms_on_the_gpu_device_answer_like_the_cpu_engine() {
     if clusterd::gpu::test_context().is_none() {
         return;
     }
-    let gpu = server_with_reference_collections_using(Options {
-        keys: true,
-        extra_args: vec!["--device".into(), "gpu".into()],
-    })
-    .await;
-    let cpu = server_with_reference_collections_using(Options {
-        keys: true,
-        extra_args: vec!["--device".into(), "cpu".into()],
-    })
-    .await;
+    let (gpu, cpu) = servers_on_both_devices().await;
     // HDBSCAN's core distances come from the kNN kernel, DBSCAN's core points from the
     // radius-count kernel; both are proven exact, so the labels must not differ at all.
     for (algorithm, params) in [

@@ -5,13 +5,10 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::algorithms::density_fixtures::{adjusted_rand_index, cases_for};
 use crate::algorithms::neighbors::Metric;
-use crate::model::{DeviceKind, ParamMap, ParamValue};
+use crate::model::{DeviceKind, ParamMap};
 
 fn params(json: serde_json::Value) -> ParamMap {
-    match ParamValue::from(&json) {
-        ParamValue::Map(m) => ParamMap::new(m),
-        _ => panic!("params must be an object"),
-    }
+    ParamMap::from_json(&json).expect("params must be an object")
 }
 
 fn ctx() -> RunContext {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::algorithms::density_fixtures::adjusted_rand_index;
 use crate::algorithms::neighbors::Metric;
-use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap, ParamValue};
+use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
 use tokio_util::sync::CancellationToken;
 
 fn ctx() -> RunContext {
@@ -9,10 +9,7 @@ fn ctx() -> RunContext {
 }
 
 fn map(json: &serde_json::Value) -> ParamMap {
-    match ParamValue::from(json) {
-        ParamValue::Map(m) => ParamMap::new(m),
-        _ => panic!("test params must be an object"),
-    }
+    ParamMap::from_json(json).expect("test params must be an object")
 }
 
 fn hdbscan_params(json: serde_json::Value) -> ApiResult<HdbscanParams> {

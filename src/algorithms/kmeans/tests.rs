@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{ApiError, DeviceKind, ErrorCode, ParamMap, ParamValue};
+use crate::model::{ApiError, DeviceKind, ErrorCode, ParamMap};
 
 struct Fixture {
     n_clusters: usize,
@@ -26,10 +26,7 @@ fn fixture(name: &str) -> Fixture {
 }
 
 fn params(json: serde_json::Value) -> ParamMap {
-    match ParamValue::from(&json) {
-        ParamValue::Map(m) => ParamMap::new(m),
-        _ => panic!("test params must be an object"),
-    }
+    ParamMap::from_json(&json).expect("test params must be an object")
 }
 
 fn kmeans_params(json: serde_json::Value) -> ApiResult<KMeansParams> {

@@ -2,7 +2,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::algorithms::density_fixtures::{adjusted_rand_index, cases_for};
-use crate::model::{ApiResult, DeviceKind, ErrorCode, ParamMap, ParamValue};
+use crate::model::{ApiResult, DeviceKind, ErrorCode, ParamMap};
 
 /// scikit-learn's answers on small generated data (`testdata/generate.py`).
 const REFERENCE: &str = include_str!("testdata/reference.json");
@@ -23,10 +23,7 @@ fn matrix(rows: &serde_json::Value) -> Matrix {
 }
 
 fn param_map(json: &serde_json::Value) -> ParamMap {
-    match ParamValue::from(json) {
-        ParamValue::Map(m) => ParamMap::new(m),
-        _ => panic!("params must be an object"),
-    }
+    ParamMap::from_json(json).expect("params must be an object")
 }
 
 fn optics_params(json: serde_json::Value) -> ApiResult<OpticsParams> {
