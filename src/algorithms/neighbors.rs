@@ -26,6 +26,9 @@ use crate::model::{ApiError, ApiResult, Cancelled, DeviceKind, Matrix, RunContex
 /// Query rows handled together against each data block.
 const QUERY_BLOCK: usize = 256;
 
+/// Top-k heap entries held at once by [`Points::kth_distances`] (16 bytes each).
+const KTH_HEAP_BUDGET: usize = 1 << 21;
+
 /// Data blocks every query of a scan sees before the unsatisfied ones are regrouped.
 const FIRST_BLOCKS: usize = 4;
 
@@ -205,6 +208,36 @@ impl<'a> Points<'a> {
             indices,
             distances,
         })
+    }
+
+    /// The distance from every row to its `k`-th nearest row (itself included): scikit-learn's
+    /// core distance when `k` is `min_samples`. `k` may be as large as the data (OPTICS takes
+    /// it as a fraction of N), so beyond what a neighbour list holds cheaply the queries go
+    /// in chunks whose top-k heaps together stay within a fixed budget: memory never grows
+    /// as N·k.
+    pub fn kth_distances(&self, k: usize, ctx: &RunContext) -> Result<Vec<f64>, Cancelled> {
+        let k = k.min(self.len());
+        if k <= gpu::neighbors::MAX_K {
+            let knn = self.knn(k, ctx)?;
+            return Ok((0..self.len()).map(|i| knn.kth_distance(i)).collect());
+        }
+        self.kth_distances_in_chunks(k, (KTH_HEAP_BUDGET / k).max(QUERY_BLOCK), ctx)
+    }
+
+    fn kth_distances_in_chunks(
+        &self,
+        k: usize,
+        chunk_rows: usize,
+        ctx: &RunContext,
+    ) -> Result<Vec<f64>, Cancelled> {
+        let all: Vec<u32> = (0..self.len() as u32).collect();
+        let mut out = Vec::with_capacity(all.len());
+        for chunk in all.chunks(chunk_rows) {
+            let heaps = chunk.iter().map(|_| TopK::new(k)).collect();
+            let heaps = self.scan(chunk, ctx, heaps, TopK::bound, |h, j, d| h.offer(d, j))?;
+            out.extend(heaps.iter().map(TopK::bound));
+        }
+        Ok(out)
     }
 
     /// kNN rows from the GPU kernel, exact where proven: the kernel ranks by f32 expanded
@@ -793,6 +826,19 @@ mod tests {
             assert_eq!(knn.indices_of(i)[0] as usize, i);
             assert_eq!(knn.distances_of(i)[0], 0.0);
         }
+    }
+
+    #[test]
+    fn kth_distances_equal_the_last_neighbour_in_chunks_of_any_size() {
+        let x = random_matrix(1300, 6, 17, 2.0);
+        let p = Points::new(&x, Metric::Euclidean);
+        let knn = p.knn(100, &ctx()).unwrap();
+        let want: Vec<f64> = (0..1300).map(|i| knn.kth_distance(i)).collect();
+        assert_eq!(p.kth_distances(100, &ctx()).unwrap(), want);
+        assert_eq!(p.kth_distances_in_chunks(100, 300, &ctx()).unwrap(), want);
+        let small = p.knn(7, &ctx()).unwrap();
+        let want: Vec<f64> = (0..1300).map(|i| small.kth_distance(i)).collect();
+        assert_eq!(p.kth_distances(7, &ctx()).unwrap(), want);
     }
 
     #[test]

@@ -45,10 +45,16 @@ pub fn fit(
     let min_samples = params.effective_min_samples().clamp(1, n);
 
     ctx.stage("hdbscan:knn", 0.0);
-    let knn = points.knn(min_samples.max(mst::LIST_K), ctx)?;
+    let knn = points.knn(min_samples.clamp(mst::LIST_K, mst::MAX_LIST_K), ctx)?;
+    let core = if min_samples <= knn.k {
+        (0..n)
+            .map(|i| knn.distances_of(i)[min_samples - 1])
+            .collect()
+    } else {
+        points.kth_distances(min_samples, ctx)?
+    };
     let reach = mst::Reachability::new(
-        &knn,
-        min_samples,
+        core,
         params.alpha,
         params.algorithm == HdbscanAlgorithm::Brute,
     );

@@ -17,6 +17,10 @@ use crate::model::{Cancelled, Matrix, RunContext};
 /// scan (an unlisted point is at least the list's last distance away).
 pub const LIST_K: usize = 16;
 
+/// Longest neighbour list kept: the lists only settle cheap edges (the exactness argument
+/// holds for any length), and a list as long as a large `min_samples` would cost N·k.
+pub const MAX_LIST_K: usize = 64;
+
 /// Queries per component in the first scan wave of a round; later waves double it. The
 /// first wave finds every component a good bound from its most promising points, and that
 /// bound (the scan radius and the cut-off for the rest) prunes the later waves.
@@ -76,14 +80,12 @@ pub struct Reachability {
 impl Reachability {
     /// `core_scaled`: scikit-learn's brute path divides the whole distance matrix by
     /// `alpha`, core distances included; its tree paths divide only the pairwise term.
-    pub fn new(knn: &Knn, min_samples: usize, alpha: f64, core_scaled: bool) -> Self {
-        let n = knn.indices.len() / knn.k.max(1);
-        let core = (0..n)
-            .map(|i| {
-                let d = knn.distances_of(i)[min_samples - 1];
-                if core_scaled { d / alpha } else { d }
-            })
-            .collect();
+    pub fn new(core_distances: Vec<f64>, alpha: f64, core_scaled: bool) -> Self {
+        let core = if core_scaled {
+            core_distances.into_iter().map(|d| d / alpha).collect()
+        } else {
+            core_distances
+        };
         Reachability { core, alpha }
     }
 

@@ -148,11 +148,16 @@ fn spanning_tree_weight_equals_prims_oracle() {
         (300, 16, 5, true, Metric::Cosine, 5, 1.0, true),
         (40, 3, 6, false, Metric::Euclidean, 2, 1.0, false),
         (10, 3, 7, false, Metric::Euclidean, 10, 1.0, false),
+        // min_samples beyond the longest neighbour list kept (mst::MAX_LIST_K).
+        (400, 5, 8, false, Metric::Euclidean, 90, 1.0, false),
     ] {
         let x = random_data(n, d, seed, dup);
         let points = Points::new(&x, metric);
-        let knn = points.knn(min_samples.max(mst::LIST_K), &ctx()).unwrap();
-        let reach = mst::Reachability::new(&knn, min_samples, alpha, scaled);
+        let knn = points
+            .knn(min_samples.clamp(mst::LIST_K, mst::MAX_LIST_K), &ctx())
+            .unwrap();
+        let core = points.kth_distances(min_samples, &ctx()).unwrap();
+        let reach = mst::Reachability::new(core, alpha, scaled);
         let edges = mst::minimum_spanning_tree(&x, &points, &knn, &reach, &ctx()).unwrap();
         assert_eq!(edges.len(), n - 1);
         // A spanning tree: n − 1 edges that join everything.
@@ -404,7 +409,7 @@ fn later_rounds_reuse_cached_edges_and_the_tree_still_equals_prims_oracle() {
         let x = blobs_with_noise(n, d, centres, seed);
         let points = Points::new(&x, metric);
         let knn = points.knn(mst::LIST_K, &ctx()).unwrap();
-        let reach = mst::Reachability::new(&knn, 5, 1.0, false);
+        let reach = mst::Reachability::new(points.kth_distances(5, &ctx()).unwrap(), 1.0, false);
         let (edges, stats) =
             mst::minimum_spanning_tree_with_stats(&x, &points, &knn, &reach, &ctx()).unwrap();
         if reads_cache {

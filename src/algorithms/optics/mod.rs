@@ -98,14 +98,16 @@ pub fn compute_optics_graph(
 
     ctx.stage("optics:core_distances", 0.0);
     let k = params.min_samples.resolve(n);
-    let knn = points.knn(k, ctx)?;
-    let core_distances: Vec<f64> = (0..n)
-        .map(|i| {
-            let d = knn.distances_of(i).last().copied().unwrap_or(f64::INFINITY);
-            round_like_numpy(if d > max_eps { f64::INFINITY } else { d })
-        })
+    // Only the k-th distance is kept: k may be a large fraction of N.
+    let kth = if k == 0 {
+        vec![f64::INFINITY; n]
+    } else {
+        points.kth_distances(k, ctx)?
+    };
+    let core_distances: Vec<f64> = kth
+        .into_iter()
+        .map(|d| round_like_numpy(if d > max_eps { f64::INFINITY } else { d }))
         .collect();
-    drop(knn);
     ctx.stage("optics:core_distances", 1.0);
 
     let mut reachability = vec![f64::INFINITY; n];
