@@ -2,10 +2,12 @@
 """Compare clusterd's CPU engine with scikit-learn and FAISS-CPU on the same data, in one run.
 
     python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -r scripts/bench/requirements.txt
-    cargo build --release --bench kmeans --bench density
+    cargo build --release --bench kmeans --bench algorithms
     /tmp/benchvenv/bin/python scripts/bench/compare.py [--write BENCHMARKS.md]
         [--kmeans 200000x768x100 100000x128x50] [--iters 20] [--silhouette 20000x384x20]
-        [--density hdbscan:50000x16 hdbscan:20000x384 dbscan:100000x16 optics:4000x16] [--no-clusterd]
+        [--density hdbscan:50000x16 hdbscan:20000x384 dbscan:100000x16 optics:4000x16]
+        [--algorithms agglomerative:5000x16 spectral:20000x16 gaussian_mixture:50000x16 mean_shift:10000x8]
+        [--no-clusterd]
 
 k-means, per shape NxDxK (float32 Gaussian blobs, seed 0, written once to a raw file that
 every engine reads; the centres overlap, so that 20 iterations run without converging):
@@ -23,10 +25,13 @@ Exact silhouette at N×D (labels of the blobs): clusterd's metrics pass (silhoue
 Davies-Bouldin and Calinski-Harabasz, which cost O(N·d)) vs `sklearn.metrics.silhouette_score`.
 
 Density (--density ALGO:NxD[:PARAMS], float32 Gaussian blobs, 20 centres, seed 0, written
-once to the raw file): clusterd (`benches/density.rs`, `cargo build --release --bench density`)
+once to the raw file): clusterd (`benches/algorithms.rs`, `cargo build --release --bench algorithms`)
 vs scikit-learn's DBSCAN / HDBSCAN / OPTICS with the same params, and for HDBSCAN also the
 `hdbscan` library (`HDBSCAN(algorithm="boruvka_kdtree")`); each fit timed alone, with the
 adjusted Rand index of clusterd's labels vs scikit-learn's (noise as one class).
+--algorithms ALGO:NxD[:PARAMS] does the same for agglomerative, spectral, gaussian_mixture and
+mean_shift against their scikit-learn estimators, adding each engine's ARI vs the blobs' truth
+(the fair yardstick for the stochastic spectral and mixture fits).
 `--no-clusterd` times the peers only (before the density bench builds).
 
 Every engine runs in its own process; peak memory is that process's VmHWM, and "extra" is
@@ -51,6 +56,7 @@ HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 BEGIN, END = "<!-- compare.py:begin -->", "<!-- compare.py:end -->"
 DENSITY_BEGIN, DENSITY_END = "<!-- compare.py:density:begin -->", "<!-- compare.py:density:end -->"
+ALGORITHMS_BEGIN, ALGORITHMS_END = "<!-- compare.py:algorithms:begin -->", "<!-- compare.py:algorithms:end -->"
 
 
 # ---------------------------------------------------------------- helpers
@@ -177,8 +183,8 @@ def worker(a):
         t = time.perf_counter()
         s = silhouette_score(x, labels)
         res = {"seconds": time.perf_counter() - t, "silhouette": float(s)}
-    elif a.worker in ("sk-dbscan", "sk-hdbscan", "sk-optics", "hdbscan-lib"):
-        res = density_peer(a.worker, x, json.loads(a.params or "{}"), a.labels_out)
+    elif a.worker in LABEL_WORKERS:
+        res = label_peer(a.worker, x, json.loads(a.params or "{}"), a.labels_out)
     else:
         raise SystemExit(a.worker)
     res["blas"] = blas_info()
@@ -227,20 +233,28 @@ def faiss_kmeans(x, k, iters, c0):
             "n_iter": iters, "inertia": inertia, "faiss_threads": faiss.omp_get_max_threads()}
 
 
-def density_peer(which, x, params, labels_out):
+def label_peer(which, x, params, labels_out):
+    """One peer fit of a label-producing algorithm (density, hierarchical, spectral,
+    mixture, mean-shift), timed alone."""
     import warnings
     if which == "hdbscan-lib":
         import hdbscan
         est = hdbscan.HDBSCAN(algorithm="boruvka_kdtree", **params)
     else:
-        from sklearn.cluster import DBSCAN, HDBSCAN, OPTICS
-        est = {"sk-dbscan": DBSCAN, "sk-hdbscan": HDBSCAN, "sk-optics": OPTICS}[which](**params)
+        from sklearn.cluster import (DBSCAN, HDBSCAN, OPTICS, AgglomerativeClustering, MeanShift,
+                                     SpectralClustering)
+        from sklearn.mixture import GaussianMixture
+        est = {"sk-dbscan": DBSCAN, "sk-hdbscan": HDBSCAN, "sk-optics": OPTICS,
+               "sk-agglomerative": AgglomerativeClustering, "sk-spectral": SpectralClustering,
+               "sk-gaussian_mixture": GaussianMixture, "sk-mean_shift": MeanShift}[which](**params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        est.fit(x)
+        # fit_predict: GaussianMixture has no labels_, and its fit_predict runs the final
+        # E-step the way clusterd's fit does.
+        labels = est.fit_predict(x) if which == "sk-gaussian_mixture" else est.fit(x).labels_
         seconds = time.perf_counter() - t
-    labels = np.asarray(est.labels_, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
     if labels_out:
         with open(labels_out, "wb") as f:
             f.write(struct.pack("<Q", len(labels)))
@@ -303,23 +317,36 @@ def silhouette_rows(binary, shapes):
 DENSITY_PARAMS = {"hdbscan": {}, "dbscan": {"eps": 4.0, "min_samples": 10}, "optics": {"min_samples": 10}}
 DENSITY_DEFAULT = ["hdbscan:50000x16", "hdbscan:20000x384", "dbscan:100000x16", "optics:4000x16"]
 DENSITY_PEERS = {"hdbscan": ["sk-hdbscan", "hdbscan-lib"], "dbscan": ["sk-dbscan"], "optics": ["sk-optics"]}
+# The other label algorithms (issue 6) on the same blobs; stochastic ones seeded alike.
+# Agglomerative ward/average stay under their documented size bound; single linkage has none.
+ALGORITHM_PARAMS = {
+    "agglomerative": {"n_clusters": 20},
+    "spectral": {"n_clusters": 20, "affinity": "nearest_neighbors", "random_state": 0},
+    "gaussian_mixture": {"n_components": 20, "random_state": 0},
+    "mean_shift": {},
+}
+ALGORITHMS_DEFAULT = ["agglomerative:5000x16", 'agglomerative:50000x16:{"n_clusters":20,"linkage":"single"}',
+                      "spectral:20000x16", "gaussian_mixture:50000x16", "mean_shift:10000x8"]
+PEERS = {**DENSITY_PEERS, **{algo: ["sk-" + algo] for algo in ALGORITHM_PARAMS}}
+DEFAULT_PARAMS = {**DENSITY_PARAMS, **ALGORITHM_PARAMS}
+LABEL_WORKERS = {p for peers in PEERS.values() for p in peers}
 
 
-def density_rows(binary, specs):
+def label_rows(binary, specs):
     from sklearn.datasets import make_blobs
     from sklearn.metrics import adjusted_rand_score
     rows = []
     for spec in specs:
         parts = spec.split(":", 2)
         algo, (n, d) = parts[0], (int(v) for v in parts[1].split("x"))
-        params = json.loads(parts[2]) if len(parts) > 2 else DENSITY_PARAMS[algo]
-        x, _ = make_blobs(n_samples=n, n_features=d, centers=20, cluster_std=1.0, random_state=0)
+        params = json.loads(parts[2]) if len(parts) > 2 else DEFAULT_PARAMS[algo]
+        x, truth = make_blobs(n_samples=n, n_features=d, centers=20, cluster_std=1.0, random_state=0)
         path = write_raw(x.astype(np.float32))
         del x
         outs = {}
         try:
             res = {}
-            for peer in DENSITY_PEERS[algo]:
+            for peer in PEERS[algo]:
                 outs[peer] = tempfile.NamedTemporaryFile(suffix=".i64", delete=False).name
                 res[peer] = run_worker(peer, "--data", path, "--params", json.dumps(params),
                                        "--labels-out", outs[peer])
@@ -327,9 +354,10 @@ def density_rows(binary, specs):
                 outs["clusterd"] = tempfile.NamedTemporaryFile(suffix=".i64", delete=False).name
                 res["clusterd"] = run_ours(binary, "--algo", algo, "--data", path, "--params", json.dumps(params),
                                            "--labels-out", outs["clusterd"])
-            ref = load_labels(outs[DENSITY_PEERS[algo][0]])
+            ref = load_labels(outs[PEERS[algo][0]])
             for k, r in res.items():
                 r["ari_vs_sklearn"] = float(adjusted_rand_score(ref, load_labels(outs[k])))
+                r["ari_vs_truth"] = float(adjusted_rand_score(truth, load_labels(outs[k])))
             rows.append({"algo": algo, "shape": f"{n}x{d}", "params": params, **res})
             print(f"{algo} {n}x{d}: " + " ".join(f"{k} {r['seconds']:.2f}s ({r['n_clusters']} clusters, "
                                                  f"{r['n_noise']} noise, ARI {r['ari_vs_sklearn']:.4f})"
@@ -346,10 +374,10 @@ def extra(r):
     return r["peak_rss_mb"] - r["data_rss_mb"]
 
 
-def report(km, sil, blas, cmd, iters, dens=()):
+def report(km, sil, blas, cmd, iters, dens=(), algs=()):
     out = []
     threads = (km[0][2]["threads"] if km else sil[0][1]["threads"] if sil
-               else next((r["clusterd"]["threads"] for r in dens if "clusterd" in r), "?"))
+               else next((r["clusterd"]["threads"] for r in [*dens, *algs] if "clusterd" in r), "?"))
     out.append(f"Measured {datetime.date.today().isoformat()} on {machine()}; rayon threads {threads}.")
     out.append("")
     out.append("BLAS (threadpoolctl, in each peer's process): " + "; ".join(
@@ -368,8 +396,8 @@ def report(km, sil, blas, cmd, iters, dens=()):
     out.append("```sh")
     if km or sil:
         out.append("cargo build --release --bench kmeans")
-    if any("clusterd" in r for r in dens):
-        out.append("cargo build --release --bench density")
+    if any("clusterd" in r for r in [*dens, *algs]):
+        out.append("cargo build --release --bench algorithms")
     out.append(cmd)
     out.append("```")
     out.append("")
@@ -427,6 +455,28 @@ def report(km, sil, blas, cmd, iters, dens=()):
                 f"| {f(o and o['peak_rss_mb'], '.0f')} / {s_['peak_rss_mb']:.0f} / {f(h and h['peak_rss_mb'], '.0f')} "
                 f"| {f(o and extra(o), '.0f')} / {extra(s_):.0f} / {f(h and extra(h), '.0f')} |")
         out.append("")
+    if algs:
+        out.append("Hierarchical, spectral, mixture and mean-shift clustering (20 Gaussian blobs, float32; "
+                   "each fit timed alone; ARI of each engine's labels vs scikit-learn's and vs the blobs' "
+                   "true labels):")
+        out.append("")
+        out.append("| algorithm | N×D | params | clusterd s | sklearn s | clusterd/sklearn (goal < 1) "
+                   "| ARI clusterd vs sklearn | ARI vs truth clusterd / sklearn | clusters clusterd / sklearn "
+                   "| peak MB clusterd / sklearn | extra MB clusterd / sklearn |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        dash = "—"
+        for r in algs:
+            o, s_ = r.get("clusterd"), r["sk-" + r["algo"]]
+            f = lambda v, fmt: dash if v is None else format(v, fmt)
+            out.append(
+                f"| {r['algo']} | {r['shape'].replace('x', '×')} | `{json.dumps(r['params'])}` "
+                f"| {f(o and o['seconds'], '.2f')} | {s_['seconds']:.2f} "
+                f"| {f(o and o['seconds'] / s_['seconds'], '.3f')} | {f(o and o['ari_vs_sklearn'], '.4f')} "
+                f"| {f(o and o['ari_vs_truth'], '.4f')} / {s_['ari_vs_truth']:.4f} "
+                f"| {f(o and o['n_clusters'], 'd')} / {s_['n_clusters']} "
+                f"| {f(o and o['peak_rss_mb'], '.0f')} / {s_['peak_rss_mb']:.0f} "
+                f"| {f(o and extra(o), '.0f')} / {extra(s_):.0f} |")
+        out.append("")
     return "\n".join(out)
 
 
@@ -437,7 +487,9 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--density", nargs="*", default=DENSITY_DEFAULT,
                     help="ALGO:NxD[:PARAMS_JSON] with ALGO dbscan, hdbscan or optics")
-    ap.add_argument("--no-clusterd", action="store_true", help="density rows: time the peers only")
+    ap.add_argument("--algorithms", nargs="*", default=ALGORITHMS_DEFAULT,
+                    help="ALGO:NxD[:PARAMS_JSON] with ALGO agglomerative, spectral, gaussian_mixture or mean_shift")
+    ap.add_argument("--no-clusterd", action="store_true", help="label-algorithm rows: time the peers only")
     ap.add_argument("--write", help="replace the block between the compare.py markers in this file")
     ap.add_argument("--json", help="also dump the raw results here")
     # worker mode
@@ -454,30 +506,38 @@ def main():
     binary = bench_binary() if (a.kmeans or a.silhouette) else None
     km = kmeans_rows(binary, a.kmeans, a.iters)
     sil = silhouette_rows(binary, a.silhouette)
-    dens = density_rows(None if a.no_clusterd else bench_binary("density"), a.density) if a.density else []
+    labels_binary = None if a.no_clusterd or not (a.density or a.algorithms) else bench_binary("algorithms")
+    dens = label_rows(labels_binary, a.density) if a.density else []
+    algs = label_rows(labels_binary, a.algorithms) if a.algorithms else []
     blas = {}
     if km:
         blas["scikit-learn"], blas["FAISS"] = km[0][3]["blas"], km[0][4]["blas"]
     elif sil:
         blas["scikit-learn"] = sil[0][2]["blas"]
-    elif dens:
-        blas["scikit-learn"] = next(iter(r["sk-" + r["algo"]]["blas"] for r in dens))
+    elif dens or algs:
+        blas["scikit-learn"] = next(iter(r["sk-" + r["algo"]]["blas"] for r in [*dens, *algs]))
     cmd = "python scripts/bench/compare.py " + " ".join(
         ([f"--kmeans {' '.join(a.kmeans)}"] if a.kmeans else ["--kmeans"]) +
         [f"--iters {a.iters}"] +
         ([f"--silhouette {' '.join(a.silhouette)}"] if a.silhouette else ["--silhouette"]) +
         ([f"--density {' '.join(a.density)}"] if a.density else ["--density"]) +
+        ([f"--algorithms {' '.join(repr(x) if ' ' in x or '{' in x else x for x in a.algorithms)}"]
+         if a.algorithms else ["--algorithms"]) +
         (["--no-clusterd"] if a.no_clusterd else []) +
         ([f"--write {a.write}"] if a.write else []))
-    text = report(km, sil, blas, cmd, a.iters, dens)
+    text = report(km, sil, blas, cmd, a.iters, dens, algs)
     print(text)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"kmeans": km, "silhouette": sil, "density": dens, "blas": blas}, f, indent=1)
+            json.dump({"kmeans": km, "silhouette": sil, "density": dens, "algorithms": algs, "blas": blas},
+                      f, indent=1)
     if a.write:
-        # A density-only run owns its own block, so that it leaves the k-means and
-        # silhouette tables of an earlier run in place (and the other way round).
-        begin, end = (DENSITY_BEGIN, DENSITY_END) if dens and not (km or sil) else (BEGIN, END)
+        # A density-only or algorithms-only run owns its own block, so that it leaves the
+        # tables of an earlier run in place (and the other way round).
+        sections = [name for name, rows in (("main", km or sil), ("density", dens), ("algorithms", algs)) if rows]
+        begin, end = {"density": (DENSITY_BEGIN, DENSITY_END),
+                      "algorithms": (ALGORITHMS_BEGIN, ALGORITHMS_END)}.get(
+            sections[0] if len(sections) == 1 else "main", (BEGIN, END))
         with open(a.write) as f:
             doc = f.read()
         if begin in doc and end in doc:

@@ -145,6 +145,7 @@ impl Plan {
                     labels: fit.labels.iter().map(|&l| i64::from(l)).collect(),
                     centers: fit.centers,
                     distances: fit.distances,
+                    probabilities: None,
                 });
             }
             Plan::Dbscan(p) => dbscan::fit(x, p, ctx)?,

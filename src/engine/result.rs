@@ -15,6 +15,8 @@ pub struct Labelled {
     /// Euclidean distance of each row to its centre, in the clustered space (ignored for
     /// noise).
     pub distances: Vec<f32>,
+    /// Posterior probability of each row's cluster, for soft-assignment algorithms.
+    pub probabilities: Option<Vec<f32>>,
 }
 
 impl Labelled {
@@ -63,6 +65,7 @@ impl Labelled {
             labels,
             centers,
             distances,
+            probabilities: None,
         }
     }
 }
@@ -182,12 +185,18 @@ impl MemberSource<'_> {
         rank.and(self.labelled.distances.get(row).copied())
     }
 
+    fn probability(&self, rank: Option<usize>, row: usize) -> Option<f32> {
+        let probabilities = self.labelled.probabilities.as_ref()?;
+        rank.and(probabilities.get(row).copied())
+    }
+
     pub fn member(&self, rank: Option<usize>, row: usize) -> Member {
         Member {
             document_id: self.loaded.document_ids[row].clone(),
             collection_id: self.collection(row),
             cluster_id: self.ranking.id(rank),
             distance_to_centroid: self.distance(rank, row).map(f64::from),
+            probability: self.probability(rank, row).map(f64::from),
         }
     }
 
@@ -197,6 +206,7 @@ impl MemberSource<'_> {
             collection_id: self.collection(row),
             cluster_id: self.ranking.id(rank),
             distance_to_centroid: self.distance(rank, row),
+            probability: self.probability(rank, row),
             coordinates: self.coordinates.and_then(|c| c.get(row).copied()),
         }
     }
@@ -236,6 +246,7 @@ mod tests {
             labels: vec![-1, 1, 0, 1],
             centers: Matrix::zeros(2, 1),
             distances: vec![0.0; 4],
+            probabilities: None,
         };
         let ranking = Ranking::new(&labelled.labels, 2);
         let order = membership_order(&labelled, &ranking);

@@ -29,6 +29,10 @@ pub struct Member {
     pub collection_id: String,
     pub cluster_id: String,
     pub distance_to_centroid: Option<f64>,
+    /// Posterior probability of the member's cluster, for soft-assignment algorithms
+    /// (`gaussian_mixture`); absent for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -63,6 +63,9 @@ pub struct MemberRow {
     pub collection_id: String,
     pub cluster_id: String,
     pub distance_to_centroid: Option<f32>,
+    /// Posterior probability of the cluster (soft-assignment algorithms only); the
+    /// `probability` column is written when any row has one.
+    pub probability: Option<f32>,
     pub coordinates: Option<[f32; 2]>,
 }
 
@@ -141,12 +144,16 @@ impl Store {
             order.sort_by(|&a, &b| rows[a].cluster_id.cmp(&rows[b].cluster_id));
         }
         let with_coordinates = rows.iter().any(|r| r.coordinates.is_some());
+        let with_probability = rows.iter().any(|r| r.probability.is_some());
         let mut fields = vec![
             Field::new("document_id", DataType::Utf8, false),
             Field::new("collection_id", DataType::Utf8, false),
             Field::new("cluster_id", DataType::Utf8, false),
             Field::new("distance_to_centroid", DataType::Float32, true),
         ];
+        if with_probability {
+            fields.push(Field::new("probability", DataType::Float32, true));
+        }
         if with_coordinates {
             fields.push(Field::new(
                 "coordinates",
@@ -156,7 +163,13 @@ impl Store {
         }
         let schema = Arc::new(Schema::new(fields));
         self.write_parquet(&key, &schema, rows.len(), BATCH_ROWS, |range| {
-            members_batch(&schema, rows, &order[range], with_coordinates)
+            members_batch(
+                &schema,
+                rows,
+                &order[range],
+                with_probability,
+                with_coordinates,
+            )
         })
         .await?;
         Ok(key.as_ref().to_owned())
@@ -391,6 +404,7 @@ fn members_batch(
     schema: &SchemaRef,
     rows: &[MemberRow],
     order: &[usize],
+    with_probability: bool,
     with_coordinates: bool,
 ) -> ApiResult<RecordBatch> {
     let picked = || order.iter().map(|&i| &rows[i]);
@@ -402,6 +416,11 @@ fn members_batch(
             picked().map(|r| r.distance_to_centroid),
         )),
     ];
+    if with_probability {
+        columns.push(Arc::new(Float32Array::from_iter(
+            picked().map(|r| r.probability),
+        )));
+    }
     if with_coordinates {
         let mut b = FixedSizeListBuilder::new(Float32Builder::with_capacity(order.len() * 2), 2)
             .with_field(f32_item());

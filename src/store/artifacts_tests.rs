@@ -189,8 +189,42 @@ fn member(doc: &str, cluster: &str, distance: Option<f32>, xy: Option<[f32; 2]>)
         collection_id: "c1".to_owned(),
         cluster_id: cluster.to_owned(),
         distance_to_centroid: distance,
+        probability: None,
         coordinates: xy,
     }
+}
+
+#[tokio::test]
+async fn members_parquet_carries_probabilities_of_soft_assignments() {
+    let store = temp_store("members-probability");
+    let s = scope();
+    let rows = vec![
+        MemberRow {
+            probability: Some(0.75),
+            ..member("a", "cluster_001", Some(1.0), None)
+        },
+        MemberRow {
+            probability: Some(0.5),
+            ..member("b", "cluster_002", Some(2.0), None)
+        },
+    ];
+    let key = store.write_members(&s, RUN, &rows).await.unwrap();
+    let (schema, batch) = read_back(&store, &key).await;
+    assert_eq!(
+        names(&schema),
+        [
+            "document_id",
+            "collection_id",
+            "cluster_id",
+            "distance_to_centroid",
+            "probability"
+        ]
+    );
+    let p = batch
+        .column_by_name("probability")
+        .unwrap()
+        .as_primitive::<Float32Type>();
+    assert_eq!(p.values().to_vec(), [0.75, 0.5]);
 }
 
 #[tokio::test]

@@ -192,8 +192,14 @@ fn cases() -> Vec<Case> {
         Case {
             name: "algorithm not built yet",
             body: with(|b| {
-                b["config"]["algorithm"] = json!("spectral");
-                b["config"]["algorithm_params"] = json!({"n_clusters": 3});
+                b["config"]["algorithm"] = json!("attribute_based");
+                b["config"]["attribute_config"] = json!({"attributes": ["category"]});
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("feature_vector"));
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("algorithm_params"));
             }),
             http: 501,
             code: "unimplemented",

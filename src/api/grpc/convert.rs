@@ -154,6 +154,7 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
                 collection_id: m.collection_id,
                 cluster_id: m.cluster_id,
                 distance_to_centroid: m.distance_to_centroid,
+                probability: m.probability,
             })
             .collect(),
     }
