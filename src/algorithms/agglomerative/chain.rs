@@ -23,6 +23,11 @@ use crate::model::{Cancelled, RunContext};
 /// Live clusters scanned per rayon task.
 const SCAN_CHUNK: usize = 1024;
 
+/// Least work (live clusters × cost of one distance) for which a nearest-neighbour scan
+/// is split across threads: below it a scan takes microseconds, less than waking the
+/// pool costs.
+const PARALLEL_SCAN_WORK: usize = 1 << 16;
+
 /// Merges between progress reports: about a hundred per run.
 fn report_every(n: usize) -> usize {
     (n / 100).max(1)
@@ -33,6 +38,12 @@ pub trait Space: Sync {
     /// The linkage distance between live clusters `a` and `b` (any monotone transform of
     /// it, consistently; [`Space::height`] maps it back).
     fn dist(&self, a: usize, b: usize) -> f64;
+    /// The cost of one [`Space::dist`], in units of a matrix read.
+    fn dist_cost(&self) -> usize;
+    /// The nearest live cluster to `x`: least (distance, name).
+    fn nearest(&self, x: usize, live: &[u32]) -> (f64, usize) {
+        nearest_by(live, x, self.dist_cost(), |i| self.dist(x, i))
+    }
     /// Merge `x` into `y` (`x < y`), at linkage distance `d`; `size` holds the sizes before
     /// the merge, `live` the live clusters (both still listed).
     fn merge(&mut self, x: usize, y: usize, d: f64, size: &[usize], live: &[u32]);
@@ -62,7 +73,7 @@ pub fn nn_chain<S: Space>(
         let (x, y, d) = loop {
             let x = chain[chain.len() - 1];
             let prev = (chain.len() > 1).then(|| chain[chain.len() - 2]);
-            let (best_d, best) = nearest(&*space, x, &live);
+            let (best_d, best) = space.nearest(x, &live);
             let (y, d) = match prev {
                 Some(p) => {
                     let dp = space.dist(x, p);
@@ -95,26 +106,38 @@ pub fn nn_chain<S: Space>(
     Ok(steps)
 }
 
-/// The nearest live cluster to `x`: least (distance, name).
-fn nearest<S: Space>(space: &S, x: usize, live: &[u32]) -> (f64, usize) {
-    let better = |a: (f64, usize), b: (f64, usize)| {
-        if b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).is_lt() {
-            b
-        } else {
-            a
-        }
+/// Least (distance, name) over the clusters of `live` other than `x`.
+fn nearest_by(
+    live: &[u32],
+    x: usize,
+    cost: usize,
+    dist: impl Fn(usize) -> f64 + Sync,
+) -> (f64, usize) {
+    let scan = |chunk: &[u32]| {
+        chunk
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| i != x)
+            .fold(NONE, |acc, i| better(acc, (dist(i), i)))
     };
-    live.par_chunks(SCAN_CHUNK)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|&i| i as usize)
-                .filter(|&i| i != x)
-                .fold((f64::INFINITY, usize::MAX), |acc, i| {
-                    better(acc, (space.dist(x, i), i))
-                })
-        })
-        .reduce(|| (f64::INFINITY, usize::MAX), better)
+    if live.len() * cost < PARALLEL_SCAN_WORK {
+        scan(live)
+    } else {
+        live.par_chunks(SCAN_CHUNK)
+            .map(scan)
+            .reduce(|| NONE, better)
+    }
+}
+
+const NONE: (f64, usize) = (f64::INFINITY, usize::MAX);
+
+#[inline]
+fn better(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
+    if b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).is_lt() {
+        b
+    } else {
+        a
+    }
 }
 
 /// Lance–Williams update of the linkage distance from the merged cluster to another.
@@ -127,9 +150,10 @@ pub enum Update {
 /// scipy's condensed matrix: the distance of rows `i < j` at
 /// `n·i − i·(i+1)/2 + (j − i − 1)`.
 pub struct Condensed {
-    n: usize,
     d: Vec<f64>,
     update: Update,
+    /// `row[i] + j` is the index of `(i, j)`, `i < j`.
+    row: Vec<usize>,
 }
 
 impl Condensed {
@@ -167,13 +191,17 @@ impl Condensed {
                 }
                 Ok(())
             })?;
-        Ok(Condensed { n, d, update })
+        // n·i − i·(i+1)/2 − i − 1, which is −1 at i = 0: wrapping, as j ≥ 1 there.
+        let row = (0..n)
+            .map(|i| (n * i).wrapping_sub(i * (i + 1) / 2 + i + 1))
+            .collect();
+        Ok(Condensed { d, update, row })
     }
 
     #[inline]
     fn index(&self, a: usize, b: usize) -> usize {
         let (i, j) = if a < b { (a, b) } else { (b, a) };
-        self.n * i - i * (i + 1) / 2 + (j - i - 1)
+        self.row[i].wrapping_add(j)
     }
 }
 
@@ -181,6 +209,33 @@ impl Space for Condensed {
     #[inline]
     fn dist(&self, a: usize, b: usize) -> f64 {
         self.d[self.index(a, b)]
+    }
+
+    fn dist_cost(&self) -> usize {
+        1
+    }
+
+    /// Sequential, in name order (so a strict `<` keeps the lowest name among equals), in
+    /// two runs: live clusters below `x` (a column of the condensed matrix) and above it
+    /// (a stretch of row `x`), so no pair needs ordering.
+    fn nearest(&self, x: usize, live: &[u32]) -> (f64, usize) {
+        let split = live.partition_point(|&i| (i as usize) < x);
+        let (below, above) = live.split_at(split);
+        let mut best = NONE;
+        for &i in below {
+            let d = self.d[self.row[i as usize].wrapping_add(x)];
+            if d < best.0 {
+                best = (d, i as usize);
+            }
+        }
+        let base = self.row[x];
+        for &i in above.iter().filter(|&&i| i as usize != x) {
+            let d = self.d[base.wrapping_add(i as usize)];
+            if d < best.0 {
+                best = (d, i as usize);
+            }
+        }
+        best
     }
 
     fn merge(&mut self, x: usize, y: usize, _d: f64, size: &[usize], live: &[u32]) {
@@ -223,6 +278,10 @@ impl Centroids {
 }
 
 impl Space for Centroids {
+    fn dist_cost(&self) -> usize {
+        self.dim
+    }
+
     #[inline]
     fn dist(&self, a: usize, b: usize) -> f64 {
         let (na, nb) = (self.size[a], self.size[b]);

@@ -185,6 +185,9 @@ fn ward_from_centroids_equals_the_lance_williams_matrix_chain() {
         fn dist(&self, a: usize, b: usize) -> f64 {
             self.d[a][b]
         }
+        fn dist_cost(&self) -> usize {
+            1
+        }
         fn merge(&mut self, x: usize, y: usize, dxy: f64, size: &[usize], live: &[u32]) {
             let (nx, ny) = (size[x] as f64, size[y] as f64);
             for &i in live {
