@@ -1,6 +1,7 @@
 //! Clustering algorithms, one module each. Each validates its `algorithm_params` into a
 //! checked parameter type before fitting, so the fitting code assumes valid input.
 
+pub mod agglomerative;
 pub mod dbscan;
 #[cfg(test)]
 pub mod density_fixtures;

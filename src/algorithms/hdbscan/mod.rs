@@ -14,7 +14,7 @@
 //! computes per point or per query, so labels do not depend on the thread count.
 
 mod bounds;
-mod mst;
+pub(crate) mod mst;
 mod params;
 #[cfg(test)]
 mod tests;
