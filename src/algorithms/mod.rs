@@ -11,6 +11,7 @@ pub mod kmeans;
 pub mod neighbors;
 pub mod optics;
 pub mod projection;
+pub mod spectral;
 
 /// The answer of an algorithm that finds its own clusters (and may leave noise).
 #[derive(Debug, Clone, PartialEq, Eq)]
