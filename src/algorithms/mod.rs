@@ -6,6 +6,7 @@ pub mod dbscan;
 #[cfg(test)]
 pub mod density_fixtures;
 pub mod distance;
+pub mod gaussian_mixture;
 pub mod hdbscan;
 pub mod kmeans;
 pub mod neighbors;
