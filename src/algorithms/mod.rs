@@ -7,6 +7,7 @@ pub mod density_fixtures;
 pub mod distance;
 pub mod hdbscan;
 pub mod kmeans;
+pub mod mean_shift;
 pub mod neighbors;
 pub mod optics;
 pub mod projection;
