@@ -9,6 +9,7 @@ pub mod distance;
 pub mod gaussian_mixture;
 pub mod hdbscan;
 pub mod kmeans;
+pub mod mean_shift;
 pub mod neighbors;
 pub mod optics;
 pub mod projection;
