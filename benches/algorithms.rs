@@ -1,9 +1,9 @@
-//! Density-clustering benchmark binary used by `scripts/bench/compare.py --density`;
-//! prints one JSON line.
+//! Benchmark binary of the label-producing algorithms, used by `scripts/bench/compare.py
+//! --density` and `--algorithms`; prints one JSON line.
 //!
 //! ```text
-//! cargo bench --bench density -- --algo dbscan|hdbscan|optics --data FILE
-//!                                [--labels-out FILE] [--params JSON]
+//! cargo bench --bench algorithms -- --algo ALGO --data FILE [--labels-out FILE] [--params JSON]
+//! ALGO: dbscan | hdbscan | optics | agglomerative | spectral | gaussian_mixture | mean_shift
 //! ```
 //!
 //! `--data` is the raw little-endian file the compare script writes (u64 rows, u64 cols,
@@ -21,7 +21,9 @@ mod support;
 use std::time::Instant;
 
 use clusterd::algorithms::ClusterLabels;
-use clusterd::algorithms::{dbscan, hdbscan, optics};
+use clusterd::algorithms::{
+    agglomerative, dbscan, gaussian_mixture, hdbscan, mean_shift, optics, spectral,
+};
 use clusterd::model::{ApiError, Cancelled, DeviceKind, ParamMap, RunContext};
 use support::{arg, read_raw};
 
@@ -53,13 +55,14 @@ fn bad<T>(algo: &str, params: &str, e: ApiError) -> T {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let algo = arg(&args, "--algo").expect("--algo dbscan|hdbscan|optics");
+    let algo = arg(&args, "--algo").expect("--algo ALGO");
     let x = read_raw(&arg(&args, "--data").expect("--data FILE"));
     let params_text = arg(&args, "--params").unwrap_or_else(|| "{}".to_owned());
     let params = param_map(&params_text);
     let (n, d) = (x.rows(), x.cols());
     let rss_data = status_mb("VmRSS:");
     let ctx = RunContext::new(0, DeviceKind::Cpu);
+    let seeded = |seed: Option<u64>| RunContext::new(seed.unwrap_or(0), DeviceKind::Cpu);
 
     // Validate first, so that `seconds` is the fit alone.
     let run: Box<dyn Fn() -> Result<ClusterLabels, Cancelled>> = match algo.as_str() {
@@ -78,7 +81,47 @@ fn main() {
                 .unwrap_or_else(|e| bad(&algo, &params_text, e));
             Box::new(move || optics::fit(&x, &p, &ctx))
         }
-        other => panic!("--algo must be dbscan, hdbscan or optics, got {other}"),
+        "agglomerative" => {
+            let p = agglomerative::AgglomerativeParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            Box::new(move || agglomerative::fit(&x, &p, &ctx))
+        }
+        "spectral" => {
+            let p = spectral::SpectralParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            let ctx = seeded(p.random_state);
+            Box::new(move || spectral::fit(&x, &p, &ctx))
+        }
+        "gaussian_mixture" => {
+            let p = gaussian_mixture::GaussianMixtureParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            let ctx = seeded(p.random_state);
+            Box::new(move || {
+                let fit = gaussian_mixture::fit(&x, &p, &ctx)
+                    .unwrap_or_else(|e| panic!("gaussian_mixture: {e}"));
+                // Components that end up with no row are not clusters.
+                let mut used = fit.labels.clone();
+                used.sort_unstable();
+                used.dedup();
+                Ok(ClusterLabels {
+                    labels: fit.labels,
+                    n_clusters: used.len(),
+                })
+            })
+        }
+        "mean_shift" => {
+            let p = mean_shift::MeanShiftParams::from_params(&params)
+                .unwrap_or_else(|e| bad(&algo, &params_text, e));
+            Box::new(move || {
+                let fit =
+                    mean_shift::fit(&x, &p, &ctx).unwrap_or_else(|e| panic!("mean_shift: {e}"));
+                Ok(ClusterLabels {
+                    labels: fit.labels,
+                    n_clusters: fit.n_clusters,
+                })
+            })
+        }
+        other => panic!("unknown --algo {other}"),
     };
     let start = Instant::now();
     let fit = run();

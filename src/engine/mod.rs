@@ -4,6 +4,7 @@
 
 mod admission;
 mod lifecycle;
+mod plan;
 mod result;
 
 use std::sync::Arc;
@@ -12,23 +13,19 @@ use std::time::Instant;
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use crate::algorithms::dbscan::{self, DbscanParams};
-use crate::algorithms::hdbscan::{self, HdbscanParams};
-use crate::algorithms::kmeans::{self, KMeansParams};
-use crate::algorithms::optics::{self, OpticsParams};
 use crate::algorithms::projection;
 use crate::gpu;
 use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    Algorithm, ApiError, ApiResult, Caller, Cancelled, DeviceInfo, DeviceKind, ExecuteRequest,
-    ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord,
-    RunState, RunStatus, Scope,
+    ApiError, ApiResult, Caller, DeviceInfo, DeviceKind, ExecuteRequest, ExecuteResponse, Matrix,
+    Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord, RunState, RunStatus, Scope,
 };
 use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
 
 pub use admission::Admission;
 pub use lifecycle::{HEARTBEAT, STALE_AFTER};
 use lifecycle::{RunRecorder, now_rfc3339};
+use plan::Plan;
 use result::{Labelled, MemberSource, Ranking};
 
 /// Engine limits and choices fixed at start-up.
@@ -73,95 +70,14 @@ pub struct Engine {
     instance_id: String,
 }
 
-/// The algorithm with its validated parameters, checked before any data is read.
-#[derive(Clone)]
-enum Plan {
-    KMeans(KMeansParams),
-    Dbscan(DbscanParams),
-    Hdbscan(HdbscanParams),
-    Optics(OpticsParams),
-}
-
-impl Plan {
-    fn from_request(req: &ExecuteRequest) -> ApiResult<Self> {
-        let params = &req.algorithm_params;
-        let plan = match req.algorithm {
-            Algorithm::KMeans => KMeansParams::from_params(params).map(Plan::KMeans),
-            Algorithm::Dbscan => DbscanParams::from_params(params).map(Plan::Dbscan),
-            Algorithm::Hdbscan => HdbscanParams::from_params(params).map(Plan::Hdbscan),
-            Algorithm::Optics => OpticsParams::from_params(params).map(Plan::Optics),
-            other => {
-                return Err(ApiError::unimplemented(
-                    "config.algorithm",
-                    format!(
-                        "{} is not available yet in this version of clusterd; {} are",
-                        other.as_str(),
-                        Plan::BUILT.join(", ")
-                    ),
-                ));
-            }
-        };
-        plan.map_err(|e| e.under("config.algorithm_params"))
-    }
-
-    /// Algorithms this version runs.
-    const BUILT: [&'static str; 4] = ["kmeans", "dbscan", "hdbscan", "optics"];
-
-    /// Errors that depend on the number of documents, found once the data is loaded.
-    fn check_against_data(&self, n: usize) -> ApiResult<()> {
-        match self {
-            Plan::KMeans(p) => p.check_against_data(n),
-            Plan::Dbscan(p) => p.check_against_data(n),
-            Plan::Hdbscan(p) => p.check_against_data(n),
-            Plan::Optics(p) => p.check_against_data(n),
-        }
-        .map_err(|e| e.under("config.algorithm_params"))
-    }
-
-    /// The seed of the run: the algorithm's `random_state` where it has one. Deterministic
-    /// algorithms still use it for `sample_size` and sampled metrics.
-    fn seed(&self) -> u64 {
-        match self {
-            Plan::KMeans(p) => p.random_state.unwrap_or(0),
-            Plan::Dbscan(_) | Plan::Hdbscan(_) | Plan::Optics(_) => 0,
-        }
-    }
-
-    fn resolved_params(&self) -> serde_json::Value {
-        match self {
-            Plan::KMeans(p) => p.resolved(),
-            Plan::Dbscan(p) => p.resolved(),
-            Plan::Hdbscan(p) => p.resolved(),
-            Plan::Optics(p) => p.resolved(),
-        }
-    }
-
-    /// Run the algorithm on the (normalised, when asked) vectors.
-    fn fit(&self, x: &Matrix, ctx: &RunContext) -> Result<Labelled, Cancelled> {
-        let found = match self {
-            Plan::KMeans(p) => {
-                let fit = kmeans::fit(x, p, ctx)?;
-                return Ok(Labelled {
-                    labels: fit.labels.iter().map(|&l| i64::from(l)).collect(),
-                    centers: fit.centers,
-                    distances: fit.distances,
-                    probabilities: None,
-                });
-            }
-            Plan::Dbscan(p) => dbscan::fit(x, p, ctx)?,
-            Plan::Hdbscan(p) => hdbscan::fit(x, p, ctx)?,
-            Plan::Optics(p) => optics::fit(x, p, ctx)?,
-        };
-        Ok(Labelled::from_labels(x, found.labels, found.n_clusters))
-    }
-}
-
 /// What the computation produced, before it is ranked, stored and rendered.
 struct Computed {
     loaded: LoadedDocuments,
     /// The vectors as clustered (normalised when asked).
     vectors: Matrix,
     labelled: Labelled,
+    /// The parameters as used, for the run record.
+    resolved_params: serde_json::Value,
     metrics: Option<Metrics>,
     coordinates: Option<Vec<[f32; 2]>>,
 }
@@ -353,11 +269,11 @@ impl Engine {
         let compute_metrics = req.compute_metrics;
         let coordinates = req.save_artifacts;
         let metrics_options = self.config.metrics.clone();
-        let (vectors, labelled, metrics, coordinates) = tokio::task::spawn_blocking(move || {
+        let (vectors, fitted, metrics, coordinates) = tokio::task::spawn_blocking(move || {
             if normalize {
                 normalize_rows(&mut vectors, &ctx);
             }
-            let labelled = plan.fit(&vectors, &ctx)?;
+            let fitted = plan.fit(&vectors, &ctx)?;
             let metrics = if compute_metrics {
                 ctx.progress(ProgressEvent {
                     stage: "metrics",
@@ -367,7 +283,7 @@ impl Engine {
                 });
                 Some(metrics::compute(
                     &vectors,
-                    &labelled.labels,
+                    &fitted.labelled.labels,
                     &metrics_options,
                     &ctx,
                 )?)
@@ -379,14 +295,15 @@ impl Engine {
             } else {
                 None
             };
-            Ok::<_, Cancelled>((vectors, labelled, metrics, coordinates))
+            Ok::<_, ApiError>((vectors, fitted, metrics, coordinates))
         })
         .await
         .map_err(ApiError::internal)??;
         Ok(Computed {
             loaded,
             vectors,
-            labelled,
+            labelled: fitted.labelled,
+            resolved_params: fitted.resolved_params,
             metrics,
             coordinates,
         })
@@ -408,6 +325,7 @@ impl Engine {
             loaded,
             vectors,
             labelled,
+            resolved_params,
             metrics,
             coordinates,
         } = computed;
@@ -493,7 +411,7 @@ impl Engine {
             request: RunRequestRecord {
                 collection_ids: req.collection_ids.clone(),
                 algorithm: req.algorithm.as_str().to_owned(),
-                algorithm_params: plan.resolved_params(),
+                algorithm_params: resolved_params,
                 vector_name: req.vector_name.clone(),
                 normalize_features: req.normalize_features,
                 description: req.description.clone(),
@@ -529,30 +447,5 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(3));
         let b = new_run_id();
         assert!(b < a, "a later run sorts first: {b} < {a}");
-    }
-
-    #[test]
-    fn unbuilt_algorithms_are_unimplemented_not_faked() {
-        for alg in Algorithm::ALL {
-            if Plan::BUILT.contains(&alg.as_str()) {
-                continue;
-            }
-            let req = ExecuteRequest {
-                collection_ids: vec!["c".into()],
-                algorithm: alg,
-                algorithm_params: Default::default(),
-                vector_name: Some("v".into()),
-                normalize_features: true,
-                description: None,
-                sample_size: None,
-                store_results: true,
-                include_members: false,
-                compute_metrics: true,
-                save_artifacts: false,
-            };
-            let e = Plan::from_request(&req).err().unwrap();
-            assert_eq!(e.code, crate::model::ErrorCode::Unimplemented);
-            assert!(e.message.contains(alg.as_str()));
-        }
     }
 }

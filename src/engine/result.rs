@@ -42,21 +42,19 @@ impl Labelled {
                 *o = (s / count) as f32;
             }
         }
+        Labelled::with_centers(x, labels, centers)
+    }
+
+    /// The answer of an algorithm with centres of its own (Gaussian mixture means,
+    /// mean-shift modes): distances are to those centres.
+    pub fn with_centers(x: &Matrix, labels: Vec<i64>, centers: Matrix) -> Labelled {
+        let k = centers.rows();
         let distances = labels
             .par_iter()
             .enumerate()
             .map(
-                |(row, &l)| match usize::try_from(l).ok().filter(|&c| c < n_clusters) {
-                    Some(c) => x
-                        .row(row)
-                        .iter()
-                        .zip(centers.row(c))
-                        .map(|(&a, &b)| {
-                            let t = f64::from(a) - f64::from(b);
-                            t * t
-                        })
-                        .sum::<f64>()
-                        .sqrt() as f32,
+                |(row, &l)| match usize::try_from(l).ok().filter(|&c| c < k) {
+                    Some(c) => euclidean(x.row(row), centers.row(c)),
                     None => 0.0,
                 },
             )
@@ -68,6 +66,25 @@ impl Labelled {
             probabilities: None,
         }
     }
+
+    pub fn with_probabilities(self, probabilities: Vec<f32>) -> Labelled {
+        Labelled {
+            probabilities: Some(probabilities),
+            ..self
+        }
+    }
+}
+
+/// Euclidean distance in f64, rounded once to f32.
+fn euclidean(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| {
+            let t = f64::from(a) - f64::from(b);
+            t * t
+        })
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// Internal label -> public rank: larger clusters first, ties by internal label so the

@@ -1,8 +1,6 @@
 //! The density algorithms through both transports: scikit-learn's clusters, and noise
 //! reported as `"noise"` members without a centroid, left out of the metrics and counted.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -10,39 +8,14 @@ use clusterd::metrics::adjusted_rand_index;
 
 const COLLECTION: &str = "moons";
 
-/// The moons-with-noise fixture (data and scikit-learn 1.9.1's labels).
 fn fixture() -> Value {
-    let path = format!(
-        "{}/tests/fixtures/density_moons.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
-}
-
-fn doc_id(i: usize) -> String {
-    format!("p{i:04}")
+    reference_fixture("density_moons")
 }
 
 /// A server holding the fixture's rows as JSON-uploaded documents.
 async fn server_with_moons(f: &Value) -> TestServer {
     let server = TestServer::start();
-    let docs: Vec<Value> = f["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .enumerate()
-        .map(|(i, row)| json!({"document_id": doc_id(i), "embedding": row}))
-        .collect();
-    let (status, body) = server
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/collections/{COLLECTION}/documents"),
-            Some(KEY_A),
-            NS,
-            Some(&json!({ "documents": docs })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    upload_fixture_rows(&server, COLLECTION, f).await;
     server
 }
 
@@ -54,13 +27,7 @@ fn case(f: &Value, algorithm: &str) -> (Value, Vec<i64>) {
         .iter()
         .find(|c| c["algorithm"] == algorithm)
         .unwrap_or_else(|| panic!("no {algorithm} case"));
-    let labels = c["labels"]
-        .as_array()
-        .expect("labels")
-        .iter()
-        .map(|l| l.as_i64().expect("label"))
-        .collect();
-    (c["params"].clone(), labels)
+    (c["params"].clone(), fixture_labels(&c["labels"]))
 }
 
 fn request(algorithm: &str, params: &Value) -> Value {
@@ -77,31 +44,6 @@ fn request(algorithm: &str, params: &Value) -> Value {
         "compute_metrics": true,
         "store_results": true
     })
-}
-
-/// Labels in fixture row order from (document_id, cluster_id) members: noise is −1, every
-/// cluster id another integer.
-fn labels_in_row_order<'a>(
-    n: usize,
-    members: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Vec<i64> {
-    let mut ids: HashMap<&str, i64> = HashMap::new();
-    let mut labels = vec![i64::MIN; n];
-    for (doc, cluster) in members {
-        let next = ids.len() as i64;
-        let label = if cluster == "noise" {
-            -1
-        } else {
-            *ids.entry(cluster).or_insert(next)
-        };
-        let row: usize = doc[1..].parse().expect("document id p<row>");
-        labels[row] = label;
-    }
-    assert!(
-        labels.iter().all(|&l| l != i64::MIN),
-        "every row is a member"
-    );
-    labels
 }
 
 #[tokio::test]

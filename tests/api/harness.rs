@@ -411,3 +411,69 @@ pub fn labels_by_document(body: &Value) -> Vec<(String, String)> {
     v.sort();
     v
 }
+
+/// `tests/fixtures/{file}.json`: a scikit-learn reference fixture (data and answers).
+pub fn reference_fixture(file: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{file}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+/// Document id of fixture row `i`; [`labels_in_row_order`] reads it back.
+pub fn row_document_id(i: usize) -> String {
+    format!("p{i:04}")
+}
+
+/// Upload a fixture's `data` rows as JSON documents (`embedding` vectors) into `collection`.
+pub async fn upload_fixture_rows(server: &TestServer, collection: &str, fixture: &Value) {
+    let docs: Vec<Value> = fixture["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .enumerate()
+        .map(|(i, row)| serde_json::json!({"document_id": row_document_id(i), "embedding": row}))
+        .collect();
+    let (status, body) = server
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/collections/{collection}/documents"),
+            Some(KEY_A),
+            NS,
+            Some(&serde_json::json!({ "documents": docs })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Labels in fixture row order from (document_id, cluster_id) members: noise is −1, every
+/// cluster id another integer.
+pub fn labels_in_row_order<'a>(
+    n: usize,
+    members: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<i64> {
+    let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut labels = vec![i64::MIN; n];
+    for (doc, cluster) in members {
+        let next = ids.len() as i64;
+        let label = if cluster == "noise" {
+            -1
+        } else {
+            *ids.entry(cluster).or_insert(next)
+        };
+        let row: usize = doc[1..].parse().expect("document id p<row>");
+        labels[row] = label;
+    }
+    assert!(
+        labels.iter().all(|&l| l != i64::MIN),
+        "every row is a member"
+    );
+    labels
+}
+
+/// A fixture's integer label list under `key` (`labels`, `truth`).
+pub fn fixture_labels(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_i64().expect("label"))
+        .collect()
+}

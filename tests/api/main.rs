@@ -1,6 +1,7 @@
 //! Integration tests: the real server on ephemeral ports, called over REST (reqwest),
 //! gRPC (tonic) and grpcurl.
 
+mod algorithms;
 mod auth;
 mod collections;
 mod density;
