@@ -124,7 +124,7 @@ impl<'a> Prepared<'a> {
 
     /// For every query point (row-major `d` values each), visit, in ascending index, the
     /// data rows within `radius` (exact squared f64 distance ≤ `radius²`), per segment of
-    /// the data: `visit(&mut acc, j, exact_sq)` folds one segment's rows into an accumulator
+    /// the data: `visit(&mut acc, j)` folds one segment's rows into an accumulator
     /// from `init`, and `merge` folds the segments' accumulators in segment order.
     pub fn ball_scan<A, I, V, M>(
         &self,
@@ -138,7 +138,7 @@ impl<'a> Prepared<'a> {
     where
         A: Send,
         I: Fn() -> A + Sync,
-        V: Fn(&mut A, usize, f64) + Sync,
+        V: Fn(&mut A, usize) + Sync,
         M: Fn(&mut A, A),
     {
         let d = self.dim();
@@ -204,7 +204,7 @@ impl<'a> Prepared<'a> {
     ) -> Result<Vec<A>, Cancelled>
     where
         I: Fn() -> A,
-        V: Fn(&mut A, usize, f64),
+        V: Fn(&mut A, usize),
     {
         let d = self.dim();
         let q = qs.len().checked_div(d).unwrap_or(0);
@@ -215,6 +215,9 @@ impl<'a> Prepared<'a> {
         }
         let q_sq: Vec<f32> = (0..q).map(|t| sq_norm32(&qx[t * d..(t + 1) * d])).collect();
         let mut tile = vec![0f32; q * BLOCK_ROWS];
+        let shrink = 1.0 - self.rel;
+        // Below r² in f32 whatever its rounding.
+        let inside = (r2 as f32).next_down();
         let mut b0 = rows.start;
         while b0 < rows.end {
             ctx.checkpoint()?;
@@ -233,21 +236,24 @@ impl<'a> Prepared<'a> {
                 let dots = &tile[t * m..(t + 1) * m];
                 let query = &qs[t * d..(t + 1) * d];
                 let qn = q_sq[t];
-                let shrink = 1.0 - self.rel;
+                let lower = |i: usize| (qn + ds[i]) * shrink - 2.0 * dots[i];
                 for c0 in (0..m).step_by(16) {
                     let c1 = (c0 + 16).min(m);
-                    // Most chunks hold no candidate: one vectorised test per chunk.
-                    let hit = (c0..c1).any(|i| (qn + ds[i]) * shrink - 2.0 * dots[i] <= thr);
-                    if !hit {
+                    // Most chunks of a small ball hold no candidate: one vectorised test.
+                    if !(c0..c1).any(|i| lower(i) <= thr) {
                         continue;
                     }
                     for i in c0..c1 {
-                        if (qn + ds[i]) * shrink - 2.0 * dots[i] <= thr {
-                            let j = b0 + i;
-                            let e = self.exact_sq(query, j);
-                            if e <= r2 {
-                                visit(acc, j, e);
-                            }
+                        let lo = lower(i);
+                        if lo > thr {
+                            continue;
+                        }
+                        let j = b0 + i;
+                        // Inside even at the far end of the error margin: the exact test
+                        // could only agree, so the bulk of a wide ball skips it.
+                        let hi = lo + 2.0 * self.rel * (qn + ds[i]);
+                        if hi < inside || self.exact_sq(query, j) <= r2 {
+                            visit(acc, j);
                         }
                     }
                 }

@@ -199,7 +199,7 @@ fn climb_all(
             bandwidth,
             ctx,
             || (vec![0f64; d], 0usize),
-            |(sum, count), j, _| {
+            |(sum, count), j| {
                 for (a, &v) in sum.iter_mut().zip(prepared.row(j)) {
                     *a += f64::from(v);
                 }

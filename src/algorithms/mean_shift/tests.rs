@@ -120,36 +120,38 @@ fn radius_decisions_equal_brute_force_across_segments_and_blocks() {
         *v += 100.0;
     }
     let prepared = Prepared::new(&x);
-    let bw = 1.75;
-    let mut queries: Vec<f64> = Vec::new();
-    for i in (0..n).step_by(97) {
-        let row: Vec<f64> = x.row(i).iter().map(|&v| f64::from(v)).collect();
-        queries.extend(&row);
-        let mut shifted = row.clone();
-        shifted[0] += bw;
-        queries.extend(&shifted);
-        let half: Vec<f64> = row.iter().map(|v| v + 0.3).collect();
-        queries.extend(&half);
-    }
-    let got = prepared
-        .ball_scan(
-            &queries,
-            bw,
-            &ctx(),
-            Vec::new,
-            |v: &mut Vec<usize>, j, _| v.push(j),
-            |a, b| a.extend(b),
-        )
-        .unwrap();
     let mut on_boundary = 0;
-    for (q, got) in queries.chunks(5).zip(got) {
-        let want: Vec<usize> = (0..n)
-            .filter(|&j| ball::sq_dist(q, x.row(j)) <= bw * bw)
-            .collect();
-        on_boundary += (0..n)
-            .filter(|&j| ball::sq_dist(q, x.row(j)) == bw * bw)
-            .count();
-        assert_eq!(got, want);
+    // A small ball (mostly filtered out) and a wide one (mostly inside without an exact test).
+    for bw in [1.75, 9.0] {
+        let mut queries: Vec<f64> = Vec::new();
+        for i in (0..n).step_by(97) {
+            let row: Vec<f64> = x.row(i).iter().map(|&v| f64::from(v)).collect();
+            queries.extend(&row);
+            let mut shifted = row.clone();
+            shifted[0] += bw;
+            queries.extend(&shifted);
+            let half: Vec<f64> = row.iter().map(|v| v + 0.3).collect();
+            queries.extend(&half);
+        }
+        let got = prepared
+            .ball_scan(
+                &queries,
+                bw,
+                &ctx(),
+                Vec::new,
+                |v: &mut Vec<usize>, j| v.push(j),
+                |a, b| a.extend(b),
+            )
+            .unwrap();
+        for (q, got) in queries.chunks(5).zip(got) {
+            let want: Vec<usize> = (0..n)
+                .filter(|&j| ball::sq_dist(q, x.row(j)) <= bw * bw)
+                .collect();
+            on_boundary += (0..n)
+                .filter(|&j| ball::sq_dist(q, x.row(j)) == bw * bw)
+                .count();
+            assert_eq!(got, want, "bandwidth {bw}");
+        }
     }
     assert!(
         on_boundary > 0,
