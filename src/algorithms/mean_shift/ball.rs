@@ -28,6 +28,9 @@ const SEGMENT_MIN_ROWS: usize = 8 * BLOCK_ROWS;
 /// At most this many segments, so that per-segment partial results stay small.
 const MAX_SEGMENTS: usize = 16;
 
+/// Rows whose distance estimates to every row [`Prepared::kth_distances`] holds at once.
+const KTH_QUERIES: usize = 32;
+
 /// Bytes of per-(query, segment) partial results one group of queries may hold.
 const PARTIAL_BUDGET: usize = 64 << 20;
 
@@ -36,9 +39,15 @@ pub struct Prepared<'a> {
     x: &'a Matrix,
     /// Column means rounded to f32, in f64: the origin of the prepared rows and queries.
     origin: Vec<f64>,
-    /// `x − origin`, rounded once to f32.
+    /// `x − origin`, rounded once to f32, rows in `order`.
     prepared: Matrix,
     prepared_sq: Vec<f32>,
+    /// The row at each position of `prepared`: a k-d order, so that each block of
+    /// `BLOCK_ROWS` positions is a compact cell and a block beyond reach of a query is
+    /// skipped whole. Fixed by the data alone.
+    order: Vec<u32>,
+    /// Per block, the per-feature bounds of its rows (f64), `[lo, hi]` interleaved.
+    boxes: Vec<Vec<[f64; 2]>>,
     /// A bound on the relative error of an f32 squared distance built from these tiles
     /// (rounding of the centred rows and queries, the dot product and the norms), with
     /// room to spare.
@@ -71,21 +80,38 @@ impl<'a> Prepared<'a> {
             .iter()
             .map(|&s| f64::from((s / n.max(1) as f64) as f32))
             .collect();
-        let mut prepared = x.clone();
+        let order = kd_order(n, d, BLOCK_ROWS, |i, k| f64::from(x.row(i)[k]));
+        let mut prepared = Matrix::zeros(n, d);
         prepared
             .as_mut_slice()
             .par_chunks_mut(d.max(1))
-            .for_each(|row| {
-                for (v, &o) in row.iter_mut().zip(&origin) {
-                    *v = (f64::from(*v) - o) as f32;
+            .zip(order.par_iter())
+            .for_each(|(row, &i)| {
+                for ((v, &o), &a) in row.iter_mut().zip(&origin).zip(x.row(i as usize)) {
+                    *v = (f64::from(a) - o) as f32;
                 }
             });
         let prepared_sq = prepared_sq_norms(&prepared);
+        let boxes = (0..n_blocks(n))
+            .into_par_iter()
+            .map(|b| {
+                let mut bx = vec![[f64::INFINITY, f64::NEG_INFINITY]; d];
+                for p in block_range(b, n) {
+                    for (l, &v) in bx.iter_mut().zip(x.row(order[p] as usize)) {
+                        l[0] = l[0].min(f64::from(v));
+                        l[1] = l[1].max(f64::from(v));
+                    }
+                }
+                bx
+            })
+            .collect();
         Prepared {
             x,
             origin,
             prepared,
             prepared_sq,
+            order,
+            boxes,
             rel: (2.0 * d as f32 + 32.0) * f32::EPSILON,
         }
     }
@@ -122,10 +148,11 @@ impl<'a> Prepared<'a> {
             .collect()
     }
 
-    /// For every query point (row-major `d` values each), visit, in ascending index, the
-    /// data rows within `radius` (exact squared f64 distance ≤ `radius²`), per segment of
-    /// the data: `visit(&mut acc, j, exact_sq)` folds one segment's rows into an accumulator
-    /// from `init`, and `merge` folds the segments' accumulators in segment order.
+    /// For every query point (row-major `d` values each), visit the data rows `j` within
+    /// `radius` (exact squared f64 distance ≤ `radius²`), per segment of the data:
+    /// `visit(&mut acc, j)` folds one segment's rows into an accumulator from `init`, and
+    /// `merge` folds the segments' accumulators in segment order. Rows come in the fixed
+    /// k-d order of the data (not by index), the same for every query and thread count.
     pub fn ball_scan<A, I, V, M>(
         &self,
         queries: &[f64],
@@ -138,7 +165,7 @@ impl<'a> Prepared<'a> {
     where
         A: Send,
         I: Fn() -> A + Sync,
-        V: Fn(&mut A, usize, f64) + Sync,
+        V: Fn(&mut A, usize) + Sync,
         M: Fn(&mut A, A),
     {
         let d = self.dim();
@@ -151,6 +178,15 @@ impl<'a> Prepared<'a> {
             .max(QUERY_BLOCK)
             .div_ceil(QUERY_BLOCK)
             * QUERY_BLOCK;
+        // Neighbouring queries share a chunk, so the blocks a chunk must tile are few; the
+        // chunking only saves work, each query's answer is its own.
+        let qorder = kd_order(n_queries, d, QUERY_BLOCK, |i, k| queries[i * d + k]);
+        let queries: Vec<f64> = qorder
+            .iter()
+            .flat_map(|&i| &queries[i as usize * d..(i as usize + 1) * d])
+            .copied()
+            .collect();
+        let queries = &queries[..];
         let mut out = Vec::with_capacity(n_queries);
         let mut g0 = 0;
         while g0 < n_queries {
@@ -188,7 +224,11 @@ impl<'a> Prepared<'a> {
             }
             g0 = g1;
         }
-        Ok(out)
+        let mut slots: Vec<Option<A>> = (0..n_queries).map(|_| None).collect();
+        for (&i, a) in qorder.iter().zip(out) {
+            slots[i as usize] = Some(a);
+        }
+        Ok(slots.into_iter().flatten().collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -204,7 +244,7 @@ impl<'a> Prepared<'a> {
     ) -> Result<Vec<A>, Cancelled>
     where
         I: Fn() -> A,
-        V: Fn(&mut A, usize, f64),
+        V: Fn(&mut A, usize),
     {
         let d = self.dim();
         let q = qs.len().checked_div(d).unwrap_or(0);
@@ -215,11 +255,25 @@ impl<'a> Prepared<'a> {
         }
         let q_sq: Vec<f32> = (0..q).map(|t| sq_norm32(&qx[t * d..(t + 1) * d])).collect();
         let mut tile = vec![0f32; q * BLOCK_ROWS];
+        let shrink = 1.0 - self.rel;
+        // Below r² in f32 whatever its rounding.
+        let inside = (r2 as f32).next_down();
+        // A box bound a hair above r² cannot hide a row whose f64 distance is ≤ r².
+        let reach2 = r2 * (1.0 + 1e-9);
         let mut b0 = rows.start;
         while b0 < rows.end {
             ctx.checkpoint()?;
             let b1 = (b0 + BLOCK_ROWS).min(rows.end);
             let m = b1 - b0;
+            let ds = &self.prepared_sq[b0..b1];
+            let bx = &self.boxes[b0 / BLOCK_ROWS];
+            let reach: Vec<bool> = (0..q)
+                .map(|t| box_sq(&qs[t * d..(t + 1) * d], bx) <= reach2)
+                .collect();
+            if !reach.contains(&true) {
+                b0 = b1;
+                continue;
+            }
             if d > 0 {
                 let lhs = MatRef::from_row_major_slice(self.prepared.rows_slice(b0, b1), m, d);
                 let rhs = MatRef::from_row_major_slice(&qx, q, d).transpose();
@@ -228,26 +282,31 @@ impl<'a> Prepared<'a> {
             } else {
                 tile[..q * m].fill(0.0);
             }
-            let ds = &self.prepared_sq[b0..b1];
             for (t, acc) in accs.iter_mut().enumerate() {
+                if !reach[t] {
+                    continue;
+                }
                 let dots = &tile[t * m..(t + 1) * m];
                 let query = &qs[t * d..(t + 1) * d];
                 let qn = q_sq[t];
-                let shrink = 1.0 - self.rel;
+                let lower = |i: usize| (qn + ds[i]) * shrink - 2.0 * dots[i];
                 for c0 in (0..m).step_by(16) {
                     let c1 = (c0 + 16).min(m);
-                    // Most chunks hold no candidate: one vectorised test per chunk.
-                    let hit = (c0..c1).any(|i| (qn + ds[i]) * shrink - 2.0 * dots[i] <= thr);
-                    if !hit {
+                    // Most chunks of a small ball hold no candidate: one vectorised test.
+                    if !(c0..c1).any(|i| lower(i) <= thr) {
                         continue;
                     }
-                    for i in c0..c1 {
-                        if (qn + ds[i]) * shrink - 2.0 * dots[i] <= thr {
-                            let j = b0 + i;
-                            let e = self.exact_sq(query, j);
-                            if e <= r2 {
-                                visit(acc, j, e);
-                            }
+                    for (i, &s) in ds.iter().enumerate().take(c1).skip(c0) {
+                        let lo = lower(i);
+                        if lo > thr {
+                            continue;
+                        }
+                        let j = self.order[b0 + i] as usize;
+                        // Inside even at the far end of the error margin: the exact test
+                        // could only agree, so the bulk of a wide ball skips it.
+                        let hi = lo + 2.0 * self.rel * (qn + s);
+                        if hi < inside || self.exact_sq(query, j) <= r2 {
+                            visit(acc, j);
                         }
                     }
                 }
@@ -255,6 +314,103 @@ impl<'a> Prepared<'a> {
             b0 = b1;
         }
         Ok(accs)
+    }
+
+    /// The exact distance from every row to its `k`-th nearest row (itself included).
+    ///
+    /// For a few rows at a time, the f32 tiles give every distance to within its error
+    /// bound; the k-th smallest lower bound and the k-th smallest upper bound bracket the
+    /// answer, rows whose bounds lie wholly below the bracket are counted, rows wholly above
+    /// it are dropped, and only the rows left between are measured exactly. Memory:
+    /// `KTH_QUERIES × N` estimates per worker, whatever `k` is.
+    pub fn kth_distances(&self, k: usize, ctx: &RunContext) -> Result<Vec<f64>, Cancelled> {
+        let (n, d) = (self.len(), self.dim());
+        let k = k.clamp(1, n.max(1));
+        let chunks: Vec<Range<usize>> = (0..n)
+            .step_by(KTH_QUERIES)
+            .map(|p| p..(p + KTH_QUERIES).min(n))
+            .collect();
+        let per_chunk: Vec<Vec<f64>> = chunks
+            .par_iter()
+            .map(|c| {
+                ctx.checkpoint()?;
+                let q = c.len();
+                let mut approx = vec![0f32; q * n];
+                let mut tile = vec![0f32; q * BLOCK_ROWS];
+                let qx = self.prepared.rows_slice(c.start, c.end);
+                for b in 0..n_blocks(n) {
+                    let rows = block_range(b, n);
+                    let m = rows.len();
+                    if d > 0 {
+                        let lhs = MatRef::from_row_major_slice(
+                            self.prepared.rows_slice(rows.start, rows.end),
+                            m,
+                            d,
+                        );
+                        let rhs = MatRef::from_row_major_slice(qx, q, d).transpose();
+                        let dst = MatMut::from_column_major_slice_mut(&mut tile[..q * m], m, q);
+                        matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                    }
+                    for t in 0..q {
+                        let qn = self.prepared_sq[c.start + t];
+                        let out = &mut approx[t * n + rows.start..t * n + rows.end];
+                        let dots = &tile[t * m..(t + 1) * m];
+                        for ((o, &g), &s) in out
+                            .iter_mut()
+                            .zip(dots)
+                            .zip(&self.prepared_sq[rows.clone()])
+                        {
+                            *o = qn + s - 2.0 * g;
+                        }
+                    }
+                }
+                let mut lows = vec![0f32; n];
+                let mut highs = vec![0f32; n];
+                let mut band = Vec::new();
+                let mut out = Vec::with_capacity(q);
+                for t in 0..q {
+                    ctx.checkpoint()?;
+                    let p = c.start + t;
+                    let qn = self.prepared_sq[p];
+                    let a = &approx[t * n..(t + 1) * n];
+                    for (j, &v) in a.iter().enumerate() {
+                        let e = self.rel * (qn + self.prepared_sq[j]);
+                        lows[j] = v - e;
+                        highs[j] = v + e;
+                    }
+                    let (l, u) = {
+                        let mut sel = lows.clone();
+                        let l = *sel.select_nth_unstable_by(k - 1, f32::total_cmp).1;
+                        sel.copy_from_slice(&highs);
+                        let u = *sel.select_nth_unstable_by(k - 1, f32::total_cmp).1;
+                        (l, u)
+                    };
+                    let query: Vec<f64> = self
+                        .x
+                        .row(self.order[p] as usize)
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect();
+                    band.clear();
+                    let mut below = 0;
+                    for j in 0..n {
+                        if highs[j] < l {
+                            below += 1;
+                        } else if lows[j] <= u {
+                            band.push(sq_dist(&query, self.x.row(self.order[j] as usize)));
+                        }
+                    }
+                    let kth = *band.select_nth_unstable_by(k - 1 - below, f64::total_cmp).1;
+                    out.push(kth.sqrt());
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, Cancelled>>()?;
+        let mut by_row = vec![0f64; n];
+        for (&i, v) in self.order.iter().zip(per_chunk.into_iter().flatten()) {
+            by_row[i as usize] = v;
+        }
+        Ok(by_row)
     }
 
     /// The nearest of `centres` (row-major `d` values each) to every data row: its index
@@ -313,7 +469,8 @@ impl<'a> Prepared<'a> {
                             let s = xs + c_sq[c0 + t];
                             if s - 2.0 * g - self.rel * s <= upper {
                                 let c = c0 + t;
-                                let e = sq_dist(&centres[c * d..(c + 1) * d], self.x.row(j));
+                                let row = self.x.row(self.order[j] as usize);
+                                let e = sq_dist(&centres[c * d..(c + 1) * d], row);
                                 if best.is_none_or(|(_, be)| e < be) {
                                     best = Some((c, e));
                                 }
@@ -333,8 +490,70 @@ impl<'a> Prepared<'a> {
                 Ok(out)
             })
             .collect::<Result<_, Cancelled>>()?;
-        Ok(blocks.into_iter().flatten().collect())
+        let mut by_row = vec![(0, f64::INFINITY); n];
+        for (&i, v) in self.order.iter().zip(blocks.into_iter().flatten()) {
+            by_row[i as usize] = v;
+        }
+        Ok(by_row)
     }
+}
+
+/// A k-d order of `n` points (`coord(i, k)`): split at a multiple of `leaf` positions
+/// along the widest feature until parts are at most `leaf` long, so that every aligned run
+/// of `leaf` positions is one compact cell. Ties go by index: the order is a function of
+/// the points alone.
+fn kd_order(
+    n: usize,
+    d: usize,
+    leaf: usize,
+    coord: impl Fn(usize, usize) -> f64 + Sync,
+) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    split(&mut order, d, leaf, &coord);
+    order
+}
+
+fn split(part: &mut [u32], d: usize, leaf: usize, coord: &(impl Fn(usize, usize) -> f64 + Sync)) {
+    if part.len() <= leaf || d == 0 {
+        return;
+    }
+    let widest = (0..d)
+        .map(|k| {
+            let (lo, hi) = part
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
+                    let v = coord(i as usize, k);
+                    (lo.min(v), hi.max(v))
+                });
+            hi - lo
+        })
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (k, w)| {
+            if w > best.1 { (k, w) } else { best }
+        })
+        .0;
+    let mid = (part.len() / 2).div_ceil(leaf) * leaf;
+    let mid = mid.min(part.len() - 1);
+    part.select_nth_unstable_by(mid, |&a, &b| {
+        coord(a as usize, widest)
+            .total_cmp(&coord(b as usize, widest))
+            .then(a.cmp(&b))
+    });
+    let (left, right) = part.split_at_mut(mid);
+    rayon::join(
+        || split(left, d, leaf, coord),
+        || split(right, d, leaf, coord),
+    );
+}
+
+/// Squared distance from `q` to the nearest point of a box (0 inside it).
+fn box_sq(q: &[f64], bx: &[[f64; 2]]) -> f64 {
+    let mut s = 0.0;
+    for (&v, &[lo, hi]) in q.iter().zip(bx) {
+        let t = (lo - v).max(v - hi).max(0.0);
+        s += t * t;
+    }
+    s
 }
 
 /// `Σ (q_k − x_k)²` in f64, in feature order.

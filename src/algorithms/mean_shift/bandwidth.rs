@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::algorithms::neighbors::{Metric, Points};
+use super::ball::Prepared;
 use crate::model::{Cancelled, Matrix, RunContext};
 
 /// scikit-learn's default `quantile` for `estimate_bandwidth`, the one `MeanShift` uses.
@@ -15,15 +15,25 @@ pub fn bandwidth_neighbours(n: usize) -> usize {
 }
 
 /// `estimate_bandwidth(X)`: the mean over rows of the exact distance to the
-/// `int(N · 0.3)`-th nearest row. `Points::kth_distances` keeps its top-k heaps within a
-/// fixed budget, so no N × 0.3N matrix exists. Rows in f64, as the KD-tree measures.
+/// `int(N · 0.3)`-th nearest row, measured in f64 as the KD-tree measures. No N × 0.3N
+/// matrix: see [`Prepared::kth_distances`] (bracketing by f32 estimates, a few rows at a
+/// time), which is many times faster at this large `k` than the top-k heaps of
+/// `neighbors::Points::kth_distances`.
 pub fn estimate_bandwidth(x: &Matrix, ctx: &RunContext) -> Result<f64, Cancelled> {
     let n = x.rows();
     if n == 0 {
         return Ok(0.0);
     }
-    let points = Points::new(x, Metric::Euclidean);
-    let kth = points.kth_distances(bandwidth_neighbours(n), ctx)?;
+    estimate_on(&Prepared::new(x), ctx)
+}
+
+/// [`estimate_bandwidth`] on data already prepared for the climb.
+pub(super) fn estimate_on(prepared: &Prepared<'_>, ctx: &RunContext) -> Result<f64, Cancelled> {
+    let n = prepared.len();
+    if n == 0 {
+        return Ok(0.0);
+    }
+    let kth = prepared.kth_distances(bandwidth_neighbours(n), ctx)?;
     Ok(kth.iter().sum::<f64>() / n as f64)
 }
 

@@ -91,10 +91,12 @@ pub fn fit(
     let (n, d) = (x.rows(), x.cols());
 
     ctx.stage("mean_shift:bandwidth", 0.0);
+    let prepared = Prepared::new(x);
     let bandwidth = match params.bandwidth {
         Some(b) => b,
-        None => estimate_bandwidth(x, ctx)?,
+        None => bandwidth::estimate_on(&prepared, ctx)?,
     };
+    ctx.stage("mean_shift:bandwidth", 1.0);
 
     let seeds = if params.bin_seeding {
         bin_seeds(
@@ -120,7 +122,6 @@ pub fn fit(
         });
     }
 
-    let prepared = Prepared::new(x);
     climb_all(&prepared, &mut climbs, bandwidth, params.max_iter, ctx)?;
     let n_iter = climbs.iter().map(|c| c.iterations).max().unwrap_or(0);
 
@@ -199,7 +200,7 @@ fn climb_all(
             bandwidth,
             ctx,
             || (vec![0f64; d], 0usize),
-            |(sum, count), j, _| {
+            |(sum, count), j| {
                 for (a, &v) in sum.iter_mut().zip(prepared.row(j)) {
                     *a += f64::from(v);
                 }

@@ -111,7 +111,7 @@ fn bandwidth_neighbour_is_thirty_percent_of_rows_truncated_and_at_least_one() {
 }
 
 #[test]
-fn radius_decisions_equal_brute_force_across_segments_and_blocks() {
+fn radius_decisions_equal_brute_force_across_segments_blocks_and_cells() {
     // Far from the origin, several data segments, and queries placed at exactly the
     // bandwidth from rows (ties on the boundary) as well as at rows and between them.
     let n = 2 * 8 * 1024 + 777;
@@ -120,41 +120,66 @@ fn radius_decisions_equal_brute_force_across_segments_and_blocks() {
         *v += 100.0;
     }
     let prepared = Prepared::new(&x);
-    let bw = 1.75;
-    let mut queries: Vec<f64> = Vec::new();
-    for i in (0..n).step_by(97) {
-        let row: Vec<f64> = x.row(i).iter().map(|&v| f64::from(v)).collect();
-        queries.extend(&row);
-        let mut shifted = row.clone();
-        shifted[0] += bw;
-        queries.extend(&shifted);
-        let half: Vec<f64> = row.iter().map(|v| v + 0.3).collect();
-        queries.extend(&half);
-    }
-    let got = prepared
-        .ball_scan(
-            &queries,
-            bw,
-            &ctx(),
-            Vec::new,
-            |v: &mut Vec<usize>, j, _| v.push(j),
-            |a, b| a.extend(b),
-        )
-        .unwrap();
     let mut on_boundary = 0;
-    for (q, got) in queries.chunks(5).zip(got) {
-        let want: Vec<usize> = (0..n)
-            .filter(|&j| ball::sq_dist(q, x.row(j)) <= bw * bw)
-            .collect();
-        on_boundary += (0..n)
-            .filter(|&j| ball::sq_dist(q, x.row(j)) == bw * bw)
-            .count();
-        assert_eq!(got, want);
+    // A small ball (mostly filtered out) and a wide one (mostly inside without an exact test).
+    for bw in [1.75, 9.0] {
+        let mut queries: Vec<f64> = Vec::new();
+        for i in (0..n).step_by(97) {
+            let row: Vec<f64> = x.row(i).iter().map(|&v| f64::from(v)).collect();
+            queries.extend(&row);
+            let mut shifted = row.clone();
+            shifted[0] += bw;
+            queries.extend(&shifted);
+            let half: Vec<f64> = row.iter().map(|v| v + 0.3).collect();
+            queries.extend(&half);
+        }
+        let got = prepared
+            .ball_scan(
+                &queries,
+                bw,
+                &ctx(),
+                Vec::new,
+                |v: &mut Vec<usize>, j| v.push(j),
+                |a, b| a.extend(b),
+            )
+            .unwrap();
+        for (q, mut got) in queries.chunks(5).zip(got) {
+            got.sort_unstable();
+            let want: Vec<usize> = (0..n)
+                .filter(|&j| ball::sq_dist(q, x.row(j)) <= bw * bw)
+                .collect();
+            on_boundary += (0..n)
+                .filter(|&j| ball::sq_dist(q, x.row(j)) == bw * bw)
+                .count();
+            assert_eq!(got, want, "bandwidth {bw}");
+        }
     }
     assert!(
         on_boundary > 0,
         "some rows lie exactly on a ball's boundary"
     );
+}
+
+#[test]
+fn kth_distances_equal_brute_force_with_duplicates_and_any_k() {
+    let mut x = blobs(2500, 3, 4, 1.0, 5);
+    for i in 0..40 {
+        let dup = x.row(i).to_vec();
+        x.row_mut(2000 + i).copy_from_slice(&dup);
+    }
+    for v in x.as_mut_slice() {
+        *v += 50.0;
+    }
+    let prepared = Prepared::new(&x);
+    for k in [1, 2, 750, 2500] {
+        let got = prepared.kth_distances(k, &ctx()).unwrap();
+        for (i, &g) in got.iter().enumerate().step_by(7) {
+            let q: Vec<f64> = x.row(i).iter().map(|&v| f64::from(v)).collect();
+            let mut all: Vec<f64> = (0..2500).map(|j| ball::sq_dist(&q, x.row(j))).collect();
+            all.sort_by(f64::total_cmp);
+            assert_eq!(g, all[k - 1].sqrt(), "row {i}, k {k}");
+        }
+    }
 }
 
 #[test]
