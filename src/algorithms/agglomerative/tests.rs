@@ -263,13 +263,28 @@ fn cut_numbers_clusters_as_scikit_learn_heap_does() {
 
 #[test]
 fn thread_count_does_not_change_labels() {
+    // 32 columns: wide enough that ward's scans run in parallel while over 2 048 clusters
+    // are live (chain::PARALLEL_SCAN_WORK).
+    let wide = blobs(3000, 32, 6, 22);
     let x = blobs(3000, 8, 6, 21);
-    for params in [
-        serde_json::json!({"n_clusters": 6}),
-        serde_json::json!({"n_clusters": 9, "linkage": "average", "metric": "cosine"}),
-        serde_json::json!({"n_clusters": 6, "linkage": "complete", "metric": "manhattan"}),
-        serde_json::json!({"n_clusters": null, "distance_threshold": 1.0, "linkage": "single"}),
-        serde_json::json!({"n_clusters": 8, "linkage": "single", "metric": "manhattan"}),
+    for (x, params) in [
+        (&wide, serde_json::json!({"n_clusters": 6})),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 9, "linkage": "average", "metric": "cosine"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 6, "linkage": "complete", "metric": "manhattan"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": null, "distance_threshold": 1.0, "linkage": "single"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 8, "linkage": "single", "metric": "manhattan"}),
+        ),
     ] {
         let p = agglo_params(params.clone()).unwrap();
         let run = |threads: usize| {
@@ -277,7 +292,7 @@ fn thread_count_does_not_change_labels() {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| fit(&x, &p, &ctx()).unwrap())
+                .install(|| fit(x, &p, &ctx()).unwrap())
         };
         let one = run(1);
         assert!(one.n_clusters >= 2, "{params}");
