@@ -89,6 +89,35 @@ fn labels_match_scikit_learn_on_every_fixture() {
     assert_eq!(checked, 90);
 }
 
+/// Ward, complete and average go through scipy's `label` and scikit-learn's `_hc_cut`, both
+/// ported exactly, so on tie-free data even the cluster numbers agree. (Single linkage with
+/// euclidean or manhattan goes through scikit-learn's own `_single_linkage_label`, whose
+/// child order follows Prim's discovery; there only the partition is compared.)
+#[test]
+fn ward_complete_and_average_number_clusters_exactly_as_scikit_learn() {
+    let mut checked = 0;
+    for file in FIXTURES {
+        let f = reference_fixtures::read(file);
+        let x = reference_fixtures::data(&f);
+        for case in f["cases"].as_array().unwrap() {
+            if case["params"]["linkage"] == "single" {
+                continue;
+            }
+            let p = agglo_params(case["params"].clone()).unwrap();
+            let got = fit(&x, &p, &ctx()).unwrap();
+            let want: Vec<i64> = case["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(got.labels, want, "{} {}", f["dataset"], case["params"]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 63);
+}
+
 #[test]
 fn merge_heights_match_scipy_on_every_fixture() {
     let mut checked = 0;
