@@ -83,9 +83,7 @@ fn merge_tree(
             single::boruvka(x, Metric::Euclidean, ctx)?
         }
         (Linkage::Single, AgglomerativeMetric::Cosine) => single::boruvka(x, Metric::Cosine, ctx)?,
-        (Linkage::Single, AgglomerativeMetric::Manhattan) => {
-            single::prim(n, |i, j| single::manhattan(x.row(i), x.row(j)), ctx)?
-        }
+        (Linkage::Single, AgglomerativeMetric::Manhattan) => single::prim_manhattan(x, ctx)?,
         // Validation admits ward with the Euclidean metric only.
         (Linkage::Ward, _) => {
             ctx.stage(MERGE_STAGE, 0.0);

@@ -6,7 +6,8 @@
 //! - Euclidean and cosine: the HDBSCAN Borůvka tree with every core distance 0, where the
 //!   mutual reachability is the plain distance (GEMM-filtered, exact f64 distances).
 //! - Manhattan: Prim's algorithm over distances computed on the fly, in parallel over the
-//!   rows outside the tree: O(N) memory, O(N²·d) time, as scikit-learn's.
+//!   rows outside the tree: O(N·d) memory (an f64 copy of the rows), O(N²·d) time, as
+//!   scikit-learn's.
 
 use rayon::prelude::*;
 
@@ -48,70 +49,98 @@ pub fn boruvka(x: &Matrix, metric: Metric, ctx: &RunContext) -> Result<Vec<Step>
 /// Manhattan distance in f64, over four interleaved partial sums.
 #[inline]
 pub fn manhattan(a: &[f32], b: &[f32]) -> f64 {
-    const LANES: usize = 4;
-    let mut acc = [0.0f64; LANES];
-    let split = a.len() - a.len() % LANES;
-    for (p, q) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for l in 0..LANES {
-            acc[l] += (f64::from(p[l]) - f64::from(q[l])).abs();
-        }
-    }
-    for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        acc[l] += (f64::from(p) - f64::from(q)).abs();
+    lanes(
+        a.iter()
+            .zip(b)
+            .map(|(&p, &q)| (f64::from(p) - f64::from(q)).abs()),
+    )
+}
+
+/// [`manhattan`] of rows already in f64: the same sum, to the last bit.
+#[inline(always)]
+fn manhattan64(a: &[f64], b: &[f64]) -> f64 {
+    lanes(a.iter().zip(b).map(|(&p, &q)| (p - q).abs()))
+}
+
+#[inline(always)]
+fn lanes(terms: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0.0f64; 4];
+    for (k, t) in terms.enumerate() {
+        acc[k % 4] += t;
     }
     (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
-/// Prim's algorithm from row 0 under `dist`, as scikit-learn's `mst_linkage_core`: the
-/// next row is the least (distance to the tree, index). Edges in the order added, each
-/// to the tree row that is nearest.
-pub fn prim(
-    n: usize,
-    dist: impl Fn(usize, usize) -> f64 + Sync,
-    ctx: &RunContext,
-) -> Result<Vec<Step>, Cancelled> {
+/// Least work (rows outside the tree × columns) for which a Prim step is split across
+/// threads: below it waking the pool costs more than the step.
+const PARALLEL_PRIM_WORK: usize = 1 << 15;
+
+/// Prim's algorithm under the Manhattan distance from row 0, as scikit-learn's
+/// `mst_linkage_core`: the next row is the least (distance to the tree, index). Edges in
+/// the order added, each to the tree row that is nearest.
+///
+/// The rows outside the tree are kept in f64 (as scikit-learn converts them) in a
+/// compact copy that follows the outside list, so every step streams through memory.
+pub fn prim_manhattan(x: &Matrix, ctx: &RunContext) -> Result<Vec<Step>, Cancelled> {
     ctx.stage(STAGE, 0.0);
-    // Outside the tree: (row, distance to the tree, nearest tree row).
-    let mut outside: Vec<(u32, f64, u32)> = (1..n as u32).map(|j| (j, f64::INFINITY, 0)).collect();
-    let mut steps = Vec::with_capacity(n.saturating_sub(1));
-    let mut current = 0usize;
+    let (n, d) = (x.rows(), x.cols());
+    let mut current: Vec<f64> = x.row(0).iter().map(|&v| f64::from(v)).collect();
+    // Outside the tree, in step: row, f64 values, distance to the tree, nearest tree row.
+    let mut ids: Vec<u32> = (1..n as u32).collect();
+    let mut rows: Vec<f64> = x.as_slice()[d..].iter().map(|&v| f64::from(v)).collect();
+    let mut to_tree = vec![f64::INFINITY; n - 1];
+    let mut from = vec![0u32; n - 1];
+    let mut current_id = 0u32;
+    let mut steps = Vec::with_capacity(n - 1);
     let every = (n / 100).max(1);
-    while !outside.is_empty() {
+    let none = (f64::INFINITY, u32::MAX, usize::MAX);
+    let better = |a: (f64, u32, usize), b: (f64, u32, usize)| {
+        if b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).is_lt() {
+            b
+        } else {
+            a
+        }
+    };
+    while !ids.is_empty() {
         ctx.checkpoint()?;
-        let better = |a: (f64, u32, usize), b: (f64, u32, usize)| {
-            if b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).is_lt() {
-                b
-            } else {
-                a
-            }
-        };
-        let none = (f64::INFINITY, u32::MAX, usize::MAX);
-        let (d, j, pos) = outside
-            .par_chunks_mut(PRIM_CHUNK)
-            .enumerate()
-            .map(|(c, chunk)| {
-                let mut best = none;
-                for (k, (j, to_tree, from)) in chunk.iter_mut().enumerate() {
-                    let d = dist(current, *j as usize);
-                    if d < *to_tree {
-                        *to_tree = d;
-                        *from = current as u32;
-                    }
-                    best = better(best, (*to_tree, *j, c * PRIM_CHUNK + k));
+        let step = |offset: usize, ids: &[u32], rows: &[f64], to: &mut [f64], fr: &mut [u32]| {
+            let mut best = none;
+            for (k, (t, f)) in to.iter_mut().zip(fr.iter_mut()).enumerate() {
+                let row = &rows[k * d..(k + 1) * d];
+                let dist = manhattan64(&current, row);
+                if dist < *t {
+                    *t = dist;
+                    *f = current_id;
                 }
-                best
-            })
-            .reduce(|| none, better);
-        let (_, _, from) = outside.swap_remove(pos);
+                best = better(best, (*t, ids[k], offset + k));
+            }
+            best
+        };
+        let (dist, id, pos) = if ids.len() * d < PARALLEL_PRIM_WORK {
+            step(0, &ids, &rows, &mut to_tree, &mut from)
+        } else {
+            ids.par_chunks(PRIM_CHUNK)
+                .zip(rows.par_chunks(PRIM_CHUNK * d))
+                .zip(to_tree.par_chunks_mut(PRIM_CHUNK))
+                .zip(from.par_chunks_mut(PRIM_CHUNK))
+                .enumerate()
+                .map(|(c, (((i, r), t), f))| step(c * PRIM_CHUNK, i, r, t, f))
+                .reduce(|| none, better)
+        };
         steps.push(Step {
-            a: from,
-            b: j,
-            height: d,
+            a: from[pos],
+            b: id,
+            height: dist,
         });
-        current = j as usize;
+        // The new tree row leaves the outside list; the last one takes its place.
+        current.copy_from_slice(&rows[pos * d..(pos + 1) * d]);
+        current_id = id;
+        let last = ids.len() - 1;
+        rows.copy_within(last * d..(last + 1) * d, pos * d);
+        rows.truncate(last * d);
+        ids.swap_remove(pos);
+        to_tree.swap_remove(pos);
+        from.swap_remove(pos);
         if steps.len() % every == 0 {
             ctx.stage(STAGE, steps.len() as f32 / (n - 1) as f32);
         }

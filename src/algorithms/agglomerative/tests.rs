@@ -89,6 +89,35 @@ fn labels_match_scikit_learn_on_every_fixture() {
     assert_eq!(checked, 90);
 }
 
+/// Ward, complete and average go through scipy's `label` and scikit-learn's `_hc_cut`, both
+/// ported exactly, so on tie-free data even the cluster numbers agree. (Single linkage with
+/// euclidean or manhattan goes through scikit-learn's own `_single_linkage_label`, whose
+/// child order follows Prim's discovery; there only the partition is compared.)
+#[test]
+fn ward_complete_and_average_number_clusters_exactly_as_scikit_learn() {
+    let mut checked = 0;
+    for file in FIXTURES {
+        let f = reference_fixtures::read(file);
+        let x = reference_fixtures::data(&f);
+        for case in f["cases"].as_array().unwrap() {
+            if case["params"]["linkage"] == "single" {
+                continue;
+            }
+            let p = agglo_params(case["params"].clone()).unwrap();
+            let got = fit(&x, &p, &ctx()).unwrap();
+            let want: Vec<i64> = case["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(got.labels, want, "{} {}", f["dataset"], case["params"]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 63);
+}
+
 #[test]
 fn merge_heights_match_scipy_on_every_fixture() {
     let mut checked = 0;
@@ -263,13 +292,28 @@ fn cut_numbers_clusters_as_scikit_learn_heap_does() {
 
 #[test]
 fn thread_count_does_not_change_labels() {
+    // 32 columns: wide enough that ward's scans run in parallel while over 2 048 clusters
+    // are live (chain::PARALLEL_SCAN_WORK).
+    let wide = blobs(3000, 32, 6, 22);
     let x = blobs(3000, 8, 6, 21);
-    for params in [
-        serde_json::json!({"n_clusters": 6}),
-        serde_json::json!({"n_clusters": 9, "linkage": "average", "metric": "cosine"}),
-        serde_json::json!({"n_clusters": 6, "linkage": "complete", "metric": "manhattan"}),
-        serde_json::json!({"n_clusters": null, "distance_threshold": 1.0, "linkage": "single"}),
-        serde_json::json!({"n_clusters": 8, "linkage": "single", "metric": "manhattan"}),
+    for (x, params) in [
+        (&wide, serde_json::json!({"n_clusters": 6})),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 9, "linkage": "average", "metric": "cosine"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 6, "linkage": "complete", "metric": "manhattan"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": null, "distance_threshold": 1.0, "linkage": "single"}),
+        ),
+        (
+            &x,
+            serde_json::json!({"n_clusters": 8, "linkage": "single", "metric": "manhattan"}),
+        ),
     ] {
         let p = agglo_params(params.clone()).unwrap();
         let run = |threads: usize| {
@@ -277,7 +321,7 @@ fn thread_count_does_not_change_labels() {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| fit(&x, &p, &ctx()).unwrap())
+                .install(|| fit(x, &p, &ctx()).unwrap())
         };
         let one = run(1);
         assert!(one.n_clusters >= 2, "{params}");
