@@ -28,7 +28,7 @@ pub fn boruvka(x: &Matrix, metric: Metric, ctx: &RunContext) -> Result<Vec<Step>
     ctx.stage(STAGE, 0.0);
     let knn = points.knn(mst::LIST_K, ctx)?;
     let reach = mst::Reachability::new(vec![0.0; n], 1.0, false);
-    let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, ctx)?;
+    let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, STAGE, ctx)?;
     // A fixed order for equal heights (the later sort is stable).
     edges.sort_by(|p, q| {
         p.weight

@@ -60,7 +60,7 @@ pub fn fit(
     );
 
     ctx.stage("hdbscan:mst", 0.0);
-    let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, ctx)?;
+    let mut edges = mst::minimum_spanning_tree(x, &points, &knn, &reach, "hdbscan:mst", ctx)?;
     drop(knn);
     edges.sort_by(|x, y| {
         x.weight

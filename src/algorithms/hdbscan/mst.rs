@@ -276,15 +276,17 @@ pub struct MstStats {
 }
 
 /// The minimum spanning tree (n − 1 edges, in the order Borůvka found them).
-/// `x` holds the rows `points` was built from.
+/// `x` holds the rows `points` was built from; progress is reported under `stage` (the
+/// caller's algorithm: HDBSCAN and single linkage share this tree).
 pub fn minimum_spanning_tree(
     x: &Matrix,
     points: &Points<'_>,
     knn: &Knn,
     reach: &Reachability,
+    stage: &'static str,
     ctx: &RunContext,
 ) -> Result<Vec<MstEdge>, Cancelled> {
-    minimum_spanning_tree_with_stats(x, points, knn, reach, ctx).map(|(edges, _)| edges)
+    minimum_spanning_tree_with_stats(x, points, knn, reach, stage, ctx).map(|(edges, _)| edges)
 }
 
 pub fn minimum_spanning_tree_with_stats(
@@ -292,6 +294,7 @@ pub fn minimum_spanning_tree_with_stats(
     points: &Points<'_>,
     knn: &Knn,
     reach: &Reachability,
+    stage: &'static str,
     ctx: &RunContext,
 ) -> Result<(Vec<MstEdge>, MstStats), Cancelled> {
     let n = points.len();
@@ -520,10 +523,7 @@ pub fn minimum_spanning_tree_with_stats(
                 n_components -= 1;
             }
         }
-        ctx.stage(
-            "hdbscan:mst",
-            (edges.len() as f32 / (n - 1) as f32).min(1.0),
-        );
+        ctx.stage(stage, (edges.len() as f32 / (n - 1) as f32).min(1.0));
     }
     Ok((edges, stats))
 }

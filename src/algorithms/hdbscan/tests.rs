@@ -158,7 +158,8 @@ fn spanning_tree_weight_equals_prims_oracle() {
             .unwrap();
         let core = points.kth_distances(min_samples, &ctx()).unwrap();
         let reach = mst::Reachability::new(core, alpha, scaled);
-        let edges = mst::minimum_spanning_tree(&x, &points, &knn, &reach, &ctx()).unwrap();
+        let edges =
+            mst::minimum_spanning_tree(&x, &points, &knn, &reach, "hdbscan:mst", &ctx()).unwrap();
         assert_eq!(edges.len(), n - 1);
         // A spanning tree: n − 1 edges that join everything.
         let mut seen = vec![false; n];
@@ -411,7 +412,8 @@ fn later_rounds_reuse_cached_edges_and_the_tree_still_equals_prims_oracle() {
         let knn = points.knn(mst::LIST_K, &ctx()).unwrap();
         let reach = mst::Reachability::new(points.kth_distances(5, &ctx()).unwrap(), 1.0, false);
         let (edges, stats) =
-            mst::minimum_spanning_tree_with_stats(&x, &points, &knn, &reach, &ctx()).unwrap();
+            mst::minimum_spanning_tree_with_stats(&x, &points, &knn, &reach, "hdbscan:mst", &ctx())
+                .unwrap();
         if reads_cache {
             assert!(
                 stats.cache_answers.iter().sum::<usize>() > 0,
