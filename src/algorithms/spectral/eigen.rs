@@ -15,8 +15,10 @@
 //! Saad): a polynomial of `M` that damps everything below the block's smallest Ritz value,
 //! then one orthonormalisation and Rayleigh–Ritz on `p` vectors.
 //!
-//! Memory: the basis and its image, 2·N·m f64 with `m = p·(steps + 1)` (about 176 columns
-//! for 8 clusters: 28 MB at N = 10 000), never N×N.
+//! Memory: the basis and its image, 2·N·m f64 with `m = p·(steps + 1)` (dense operators:
+//! about 176 columns for 8 clusters, 28 MB at N = 10 000; sparse ones: `m = 3p`, plus three
+//! N×p blocks for the filter, so 9·N·p f64 in all: 1.15 KB a row for 8 clusters), never
+//! N×N.
 //!
 //! Determinism: every reduction over the N rows goes through [`gram`], which sums
 //! fixed-size row chunks in chunk order, and the small dense factorisations run
@@ -101,7 +103,14 @@ pub fn largest(
     }
     // Block size: room for multiplicity and for a gap beyond the k-th eigenvalue.
     let p = (k + k.max(8)).min(n / 4);
-    let steps = (BASIS_TARGET / p).clamp(2, 12).min(n / p - 1);
+    // A cheap operator needs the Krylov basis only to locate the spectrum before the
+    // filter takes over: a short one keeps its memory at 6·N·p f64.
+    let steps = if op.cheap() {
+        2
+    } else {
+        (BASIS_TARGET / p).clamp(2, 12)
+    }
+    .min(n / p - 1);
     let m = p * (steps + 1);
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
