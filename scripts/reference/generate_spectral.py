@@ -5,7 +5,8 @@ How to run (from the repository root):
 
     /tmp/skvenv/bin/python scripts/reference/generate_spectral.py
 
-What it writes: tests/fixtures/spectral_<name>.json for name in blobs, circles, moons, iris:
+What it writes: tests/fixtures/spectral_<name>.json for name in blobs, circles, moons, iris,
+blobs_large, digits:
 
     sklearn_version   the scikit-learn that produced the answers (must be 1.9.1)
     dataset           the name
@@ -25,10 +26,11 @@ Stability rule. A case whose scikit-learn ARI depends on the seed is no fair yar
 every case is rerun with random_state 0..STABILITY_SEEDS-1 and must stay within
 MAX_SPREAD of the recorded ARI; otherwise the script fails and the case is changed.
 
-Tie rule. Iris has duplicated rows and values on a 0.1 grid; exact ties make the k-nearest
+Tie rule. Iris and digits have duplicated rows and values on a grid; exact ties make the k-nearest
 neighbour graph depend on the order ties are broken in. Its standardised values get a
 seeded N(0, 1e-3) jitter (seed 7) before the float32 conversion, which removes the ties
-without changing the classes. The synthetic sets are continuous and have no ties.
+without changing the classes; digits (integers 0..16, divided by 16) get N(0, 1e-3)
+with seed 5. The synthetic sets are continuous and have no ties.
 """
 
 import json
@@ -39,7 +41,7 @@ import warnings
 import numpy as np
 import sklearn
 from sklearn.cluster import SpectralClustering
-from sklearn.datasets import load_iris, make_blobs, make_circles, make_moons
+from sklearn.datasets import load_digits, load_iris, make_blobs, make_circles, make_moons
 from sklearn.metrics import adjusted_rand_score
 
 REQUIRED_SKLEARN = "1.9.1"
@@ -125,6 +127,34 @@ def datasets():
             {"n_clusters": 3, "affinity": "nearest_neighbors", "random_state": 0},
             {"n_clusters": 3, "affinity": "nearest_neighbors", "n_neighbors": 15,
              "assign_labels": "cluster_qr"},
+        ],
+    )
+    # Larger than the Rust solver's dense cut-off (512 rows): these exercise the Krylov path.
+    x, y = make_blobs(n_samples=1500, centers=6, n_features=5, cluster_std=1.5, random_state=11)
+    out["blobs_large"] = (
+        "make_blobs(1500, centers=6, n_features=5, cluster_std=1.5, random_state=11), "
+        "standardised",
+        f32(standardise(x)),
+        y,
+        [
+            {"n_clusters": 6, "random_state": 0},
+            {"n_clusters": 6, "gamma": 0.5, "assign_labels": "discretize", "random_state": 0},
+            {"n_clusters": 6, "affinity": "nearest_neighbors", "assign_labels": "cluster_qr"},
+        ],
+    )
+    digits = load_digits()
+    rng = np.random.RandomState(5)
+    xd = digits.data[:900] / 16.0 + rng.normal(0, 1e-3, (900, 64))
+    out["digits"] = (
+        "load_digits(), first 900 rows, divided by 16, plus seeded N(0, 1e-3) jitter (seed 5)",
+        f32(xd),
+        digits.target[:900],
+        [
+            {"n_clusters": 10, "affinity": "nearest_neighbors", "random_state": 0},
+            {"n_clusters": 10, "affinity": "nearest_neighbors", "n_neighbors": 15,
+             "assign_labels": "cluster_qr"},
+            {"n_clusters": 10, "gamma": 0.3, "assign_labels": "cluster_qr"},
+            {"n_clusters": 10, "gamma": 0.5, "random_state": 0},
         ],
     )
     return out

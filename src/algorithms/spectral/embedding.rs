@@ -99,6 +99,10 @@ impl SymmetricOperator for KnnOperator {
         self.n
     }
 
+    fn cheap(&self) -> bool {
+        true
+    }
+
     fn apply(&self, x: MatRef<'_, f64>, y: MatMut<'_, f64>) {
         let width = x.ncols();
         y.par_row_chunks_mut(ROW_BLOCK)
