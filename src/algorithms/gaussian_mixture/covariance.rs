@@ -502,8 +502,8 @@ pub(super) fn precision_cholesky(
 }
 
 fn inverse_sqrt(v: &[f64]) -> Result<Vec<f64>, IllDefined> {
-    // `!(x > 0)` also refuses NaN, which a collapsed component can produce.
-    if v.iter().any(|&x| !(x > 0.0)) {
+    // NaN too: a collapsed component can produce it.
+    if v.iter().any(|&x| x <= 0.0 || x.is_nan()) {
         return Err(IllDefined);
     }
     Ok(v.iter().map(|&x| 1.0 / x.sqrt()).collect())
