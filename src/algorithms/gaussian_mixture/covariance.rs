@@ -178,9 +178,8 @@ impl Gaussians {
                 let ld: f64 = (0..d).map(|a| u[a * d + a].ln()).sum();
                 vec![ld; k]
             }
-            PrecisionsCholesky::Diag(p) => p
-                .chunks_exact(d.max(1))
-                .map(|r| r.iter().map(|v| v.ln()).sum())
+            PrecisionsCholesky::Diag(p) => (0..k)
+                .map(|c| p[c * d..(c + 1) * d].iter().map(|v| v.ln()).sum())
                 .collect(),
             PrecisionsCholesky::Spherical(p) => p.iter().map(|v| d as f64 * v.ln()).collect(),
         };
@@ -208,11 +207,23 @@ impl Gaussians {
             _ => Vec::new(),
         };
         let lin: Vec<f64> = quad.iter().zip(&means).map(|(q, m)| q * m).collect();
-        let quad_const = lin
-            .chunks_exact(d.max(1))
-            .zip(means.chunks_exact(d.max(1)))
-            .map(|(l, m)| l.iter().zip(m).map(|(a, b)| a * b).sum())
-            .collect();
+        let quad_const = if matches!(
+            prec,
+            PrecisionsCholesky::Full(_) | PrecisionsCholesky::Tied(_)
+        ) {
+            Vec::new()
+        } else {
+            (0..k)
+                .map(|c| {
+                    let r = c * d..(c + 1) * d;
+                    lin[r.clone()]
+                        .iter()
+                        .zip(&means[r])
+                        .map(|(a, b)| a * b)
+                        .sum()
+                })
+                .collect()
+        };
         Gaussians {
             weights,
             means,
@@ -430,9 +441,10 @@ pub(super) fn estimate_parameters(
             if covariance_type == CovarianceType::Diag {
                 Covariances::Diag(diag)
             } else {
+                // With no features this is 0/0: NaN, refused as ill-defined.
                 Covariances::Spherical(
-                    diag.chunks_exact(d.max(1))
-                        .map(|r| r.iter().sum::<f64>() / d as f64)
+                    (0..k)
+                        .map(|c| diag[c * d..(c + 1) * d].iter().sum::<f64>() / d as f64)
                         .collect(),
                 )
             }

@@ -113,12 +113,14 @@ pub fn fit(
     let n = x.rows();
     let d = x.cols();
     let k = params.n_components.min(n);
-    if k == 0 {
+    // No rows, or rows without features (which scikit-learn refuses before fitting and
+    // the engine never sends): nothing to fit, every row in component 0.
+    if k == 0 || d == 0 {
         return Ok(MixtureFit {
             labels: vec![0; n],
             probabilities: vec![1.0; n],
-            means: Matrix::zeros(0, d),
-            weights: Vec::new(),
+            means: Matrix::zeros(k.min(1), d),
+            weights: vec![1.0; k.min(1)],
             mean_log_likelihood: 0.0,
             lower_bound: f64::NEG_INFINITY,
             converged: false,

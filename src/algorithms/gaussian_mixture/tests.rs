@@ -451,3 +451,14 @@ fn rejects_more_components_than_documents_and_a_single_document() {
     assert!(one.check_against_data(1).is_err());
     one.check_against_data(2).unwrap();
 }
+
+#[test]
+fn rows_without_features_all_fall_in_one_component() {
+    let x = Matrix::from_vec(5, 0, Vec::new()).unwrap();
+    for cov in ["full", "tied", "diag", "spherical"] {
+        let p = gm_params(serde_json::json!({"n_components": 2, "covariance_type": cov})).unwrap();
+        let got = fit(&x, &p, &ctx()).unwrap();
+        assert_eq!(got.labels, vec![0; 5], "{cov}");
+        assert_eq!(got.weights, vec![1.0], "{cov}");
+    }
+}
