@@ -20,6 +20,9 @@ What it writes: tests/fixtures/gaussian_mixture_<name>.json for name in aniso, i
     truth             the ground-truth class of each row
     cases             [{"params": {...}, "labels": [...], "ari": ARI of labels vs truth,
                         "score": score(X), the mean log-likelihood, "n_iter": ...,
+                        "max_proba": each row's predict_proba at its label (6 digits),
+                        "max_proba_spread": the largest change of one row's max_proba
+                        between seed 0 and another seed,
                         "ari_range": [min, max] and "score_range": [min, max] over the
                         seeds below}]
 
@@ -166,8 +169,17 @@ def main():
             runs = []
             for seed in SEEDS:
                 gm, labels = fit(x64, params, seed)
-                runs.append((adjusted_rand_score(truth, labels), gm.score(x64), gm, labels))
-            ari0, score0, gm0, labels0 = runs[0]
+                runs.append(
+                    (
+                        adjusted_rand_score(truth, labels),
+                        gm.score(x64),
+                        gm,
+                        labels,
+                        gm.predict_proba(x64).max(axis=1),
+                    )
+                )
+            ari0, score0, gm0, labels0, proba0 = runs[0]
+            proba_spread = max(float(np.abs(r[4] - proba0).max()) for r in runs)
             aris = [r[0] for r in runs]
             scores = [r[1] for r in runs]
             stable = max(abs(a - ari0) for a in aris) <= ARI_SPREAD and max(
@@ -187,6 +199,8 @@ def main():
                     "ari": round(float(ari0), 6),
                     "score": float(score0),
                     "n_iter": int(gm0.n_iter_),
+                    "max_proba": [round(float(v), 6) for v in proba0],
+                    "max_proba_spread": round(proba_spread, 6),
                     "ari_range": [round(float(min(aris)), 6), round(float(max(aris)), 6)],
                     "score_range": [float(min(scores)), float(max(scores))],
                 }

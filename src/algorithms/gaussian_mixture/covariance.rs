@@ -160,6 +160,11 @@ pub(super) struct Gaussians {
     offset: Vec<f64>,
     /// Full, tied: `μ_k·U_k`, `K × d`; diag, spherical: empty.
     mean_prec: Vec<f64>,
+    /// Diag, spherical: the precisions `p` per feature (`K × d`), `μ∘p` (`K × d`) and
+    /// `Σ μ²p` (`K`); full, tied: empty.
+    quad: Vec<f64>,
+    lin: Vec<f64>,
+    quad_const: Vec<f64>,
 }
 
 impl Gaussians {
@@ -173,9 +178,8 @@ impl Gaussians {
                 let ld: f64 = (0..d).map(|a| u[a * d + a].ln()).sum();
                 vec![ld; k]
             }
-            PrecisionsCholesky::Diag(p) => p
-                .chunks_exact(d.max(1))
-                .map(|r| r.iter().map(|v| v.ln()).sum())
+            PrecisionsCholesky::Diag(p) => (0..k)
+                .map(|c| p[c * d..(c + 1) * d].iter().map(|v| v.ln()).sum())
                 .collect(),
             PrecisionsCholesky::Spherical(p) => p.iter().map(|v| d as f64 * v.ln()).collect(),
         };
@@ -194,12 +198,41 @@ impl Gaussians {
                 .collect(),
             _ => Vec::new(),
         };
+        let quad: Vec<f64> = match &prec {
+            PrecisionsCholesky::Diag(p) => p.iter().map(|v| v * v).collect(),
+            PrecisionsCholesky::Spherical(p) => p
+                .iter()
+                .flat_map(|v| std::iter::repeat_n(v * v, d))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let lin: Vec<f64> = quad.iter().zip(&means).map(|(q, m)| q * m).collect();
+        let quad_const = if matches!(
+            prec,
+            PrecisionsCholesky::Full(_) | PrecisionsCholesky::Tied(_)
+        ) {
+            Vec::new()
+        } else {
+            (0..k)
+                .map(|c| {
+                    let r = c * d..(c + 1) * d;
+                    lin[r.clone()]
+                        .iter()
+                        .zip(&means[r])
+                        .map(|(a, b)| a * b)
+                        .sum()
+                })
+                .collect()
+        };
         Gaussians {
             weights,
             means,
             prec,
             offset,
             mean_prec,
+            quad,
+            lin,
+            quad_const,
         }
     }
 
@@ -225,35 +258,30 @@ impl Gaussians {
                     self.sq_norms_into(scratch, m, d, c, out);
                 }
             }
-            PrecisionsCholesky::Diag(p) => {
-                for c in 0..k {
-                    let mu = &self.means[c * d..(c + 1) * d];
-                    let pc = &p[c * d..(c + 1) * d];
-                    for i in 0..m {
-                        let s: f64 = xb[i * d..(i + 1) * d]
-                            .iter()
-                            .zip(mu)
-                            .zip(pc)
-                            .map(|((&x, &mu), &pc)| {
-                                let y = (x - mu) * pc;
-                                y * y
-                            })
-                            .sum();
-                        out[i * k + c] = self.offset[c] - 0.5 * s;
-                    }
-                }
-            }
-            PrecisionsCholesky::Spherical(p) => {
-                for c in 0..k {
-                    let mu = &self.means[c * d..(c + 1) * d];
-                    let prec = p[c] * p[c];
-                    for i in 0..m {
-                        let s: f64 = xb[i * d..(i + 1) * d]
-                            .iter()
-                            .zip(mu)
-                            .map(|(&x, &mu)| (x - mu) * (x - mu))
-                            .sum();
-                        out[i * k + c] = self.offset[c] - 0.5 * s * prec;
+            PrecisionsCholesky::Diag(_) | PrecisionsCholesky::Spherical(_) => {
+                // scikit-learn's expanded form, two GEMMs: Σ_j p_j (x_j − μ_j)² =
+                // x²·p − 2·x·(μ∘p) + μ²·p, fine in f64 on centred data.
+                scratch.clear();
+                scratch.extend(xb.iter().map(|v| v * v));
+                matmul(
+                    MatMut::from_row_major_slice_mut(out, m, k),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(scratch, m, d),
+                    MatRef::from_row_major_slice(&self.quad, k, d).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                matmul(
+                    MatMut::from_row_major_slice_mut(out, m, k),
+                    Accum::Add,
+                    MatRef::from_row_major_slice(xb, m, d),
+                    MatRef::from_row_major_slice(&self.lin, k, d).transpose(),
+                    -2.0,
+                    Par::Seq,
+                );
+                for row in out.chunks_exact_mut(k) {
+                    for ((v, &o), &q) in row.iter_mut().zip(&self.offset).zip(&self.quad_const) {
+                        *v = o - 0.5 * (q + *v);
                     }
                 }
             }
@@ -413,9 +441,10 @@ pub(super) fn estimate_parameters(
             if covariance_type == CovarianceType::Diag {
                 Covariances::Diag(diag)
             } else {
+                // With no features this is 0/0: NaN, refused as ill-defined.
                 Covariances::Spherical(
-                    diag.chunks_exact(d.max(1))
-                        .map(|r| r.iter().sum::<f64>() / d as f64)
+                    (0..k)
+                        .map(|c| diag[c * d..(c + 1) * d].iter().sum::<f64>() / d as f64)
                         .collect(),
                 )
             }
@@ -449,13 +478,18 @@ fn full_covariances(
             data.block(blk, &mut xb);
             for c in 0..k {
                 let mu = &means[c * d..(c + 1) * d];
-                diff.clear();
-                weighted.clear();
-                for (i, row) in xb.chunks_exact(d).enumerate() {
+                diff.resize(m * d, 0.0);
+                weighted.resize(m * d, 0.0);
+                for (i, ((row, dr), wr)) in xb
+                    .chunks_exact(d)
+                    .zip(diff.chunks_exact_mut(d))
+                    .zip(weighted.chunks_exact_mut(d))
+                    .enumerate()
+                {
                     let w = r[i * k + c];
-                    for (&x, &mu) in row.iter().zip(mu) {
-                        diff.push(x - mu);
-                        weighted.push(w * (x - mu));
+                    for (((&x, &mu), dv), wv) in row.iter().zip(mu).zip(dr).zip(wr) {
+                        *dv = x - mu;
+                        *wv = w * (x - mu);
                     }
                 }
                 matmul(
@@ -502,8 +536,8 @@ pub(super) fn precision_cholesky(
 }
 
 fn inverse_sqrt(v: &[f64]) -> Result<Vec<f64>, IllDefined> {
-    // `!(x > 0)` also refuses NaN, which a collapsed component can produce.
-    if v.iter().any(|&x| !(x > 0.0)) {
+    // NaN too: a collapsed component can produce it.
+    if v.iter().any(|&x| x <= 0.0 || x.is_nan()) {
         return Err(IllDefined);
     }
     Ok(v.iter().map(|&x| 1.0 / x.sqrt()).collect())

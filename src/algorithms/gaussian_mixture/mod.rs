@@ -113,12 +113,14 @@ pub fn fit(
     let n = x.rows();
     let d = x.cols();
     let k = params.n_components.min(n);
-    if k == 0 {
+    // No rows, or rows without features (which scikit-learn refuses before fitting and
+    // the engine never sends): nothing to fit, every row in component 0.
+    if k == 0 || d == 0 {
         return Ok(MixtureFit {
             labels: vec![0; n],
             probabilities: vec![1.0; n],
-            means: Matrix::zeros(0, d),
-            weights: Vec::new(),
+            means: Matrix::zeros(k.min(1), d),
+            weights: vec![1.0; k.min(1)],
             mean_log_likelihood: 0.0,
             lower_bound: f64::NEG_INFINITY,
             converged: false,
@@ -256,11 +258,7 @@ fn e_step(
             g.weighted_log_prob(&xb, d, out, &mut scratch);
             let mut sum = 0.0;
             for row in out.chunks_exact_mut(k) {
-                let norm = log_sum_exp(row);
-                for v in row.iter_mut() {
-                    *v = (*v - norm).exp();
-                }
-                sum += norm;
+                sum += log_sum_exp_normalise(row);
             }
             Ok(sum)
         })
@@ -268,13 +266,26 @@ fn e_step(
     Ok(sums.iter().sum::<f64>() / n as f64)
 }
 
-/// `log Σ exp(v)`, shifted by the maximum as scikit-learn's `_logsumexp` is.
-fn log_sum_exp(v: &[f64]) -> f64 {
+/// Turns the weighted log densities `v` of one row into its posteriors and returns
+/// `log Σ exp(v)`, shifted by the maximum as scikit-learn's `_logsumexp` is. The posterior
+/// `exp(v − max) / Σ exp(v − max)` equals scikit-learn's `exp(v − logsumexp)` and needs
+/// one exponential per value instead of two.
+fn log_sum_exp_normalise(v: &mut [f64]) -> f64 {
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
+        // No component gives the row a finite density: scikit-learn's NaN posteriors.
+        v.fill(f64::NAN);
         return max;
     }
-    max + v.iter().map(|&a| (a - max).exp()).sum::<f64>().ln()
+    let mut total = 0.0;
+    for a in v.iter_mut() {
+        *a = (*a - max).exp();
+        total += *a;
+    }
+    for a in v.iter_mut() {
+        *a /= total;
+    }
+    max + total.ln()
 }
 
 /// scikit-learn's `_initialize_parameters`: the responsibilities the first M-step starts
