@@ -70,15 +70,6 @@ impl<'a> Data<'a> {
             );
         }
     }
-
-    /// Row `i`, centred.
-    pub fn row(&self, i: usize) -> impl Iterator<Item = f64> + '_ {
-        self.x
-            .row(i)
-            .iter()
-            .zip(&self.mean)
-            .map(|(&v, &m)| f64::from(v) - m)
-    }
 }
 
 /// Sum `f` over the rows `0..n` into a vector of `len` values. The rows are cut into

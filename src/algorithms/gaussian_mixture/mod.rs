@@ -322,7 +322,7 @@ fn initial_responsibilities(
             }
         }
         MixtureInit::KMeansPlusPlus => {
-            for (c, i) in kmeans_plusplus_rows(data, k, rng, ctx)?
+            for (c, i) in kmeans::kmeans_plusplus_rows(x, k, rng, ctx)?
                 .into_iter()
                 .enumerate()
             {
@@ -348,72 +348,4 @@ fn initial_responsibilities(
         }
     }
     Ok(())
-}
-
-/// The rows greedy k-means++ picks as centres, as scikit-learn's `kmeans_plusplus` (which
-/// `init_params="k-means++"` calls): a uniform first row, then for each next centre the
-/// best of `2 + ⌊ln k⌋` rows drawn with probability proportional to the squared distance
-/// to the nearest centre so far, "best" meaning the lowest total of those distances.
-fn kmeans_plusplus_rows(
-    data: &Data<'_>,
-    k: usize,
-    rng: &mut ChaCha8Rng,
-    ctx: &RunContext,
-) -> Result<Vec<usize>, Cancelled> {
-    let n = data.rows();
-    let trials = 2 + (k as f64).ln().floor() as usize;
-    let first = rng.random_range(0..n);
-    let mut chosen = vec![first];
-    let mut closest = sq_dists_to(data, first, None);
-    for _ in 1..k {
-        ctx.checkpoint()?;
-        let pot: f64 = closest.iter().sum();
-        let candidates: Vec<usize> = (0..trials)
-            .map(|_| search_cumulative(&closest, rng.random::<f64>() * pot))
-            .collect();
-        let mut best: Option<(f64, usize, Vec<f64>)> = None;
-        for &c in &candidates {
-            let d = sq_dists_to(data, c, Some(&closest));
-            let p: f64 = d.iter().sum();
-            // Strictly lower: the first of equal candidates wins, as NumPy's argmin.
-            if best.as_ref().is_none_or(|(bp, _, _)| p < *bp) {
-                best = Some((p, c, d));
-            }
-        }
-        if let Some((_, c, d)) = best {
-            chosen.push(c);
-            closest = d;
-        }
-    }
-    Ok(chosen)
-}
-
-/// Squared distance of every row to row `c`, capped by `cap` where given.
-fn sq_dists_to(data: &Data<'_>, c: usize, cap: Option<&[f64]>) -> Vec<f64> {
-    let centre: Vec<f64> = data.row(c).collect();
-    (0..data.rows())
-        .into_par_iter()
-        .with_min_len(BLOCK_ROWS)
-        .map(|i| {
-            let d: f64 = data
-                .row(i)
-                .zip(&centre)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum();
-            cap.map_or(d, |cap| d.min(cap[i]))
-        })
-        .collect()
-}
-
-/// NumPy's `searchsorted(cumsum(w), r)` (the first index whose cumulative sum reaches `r`),
-/// clipped to the last row as scikit-learn clips it.
-fn search_cumulative(w: &[f64], r: f64) -> usize {
-    let mut acc = 0.0;
-    for (i, &v) in w.iter().enumerate() {
-        acc += v;
-        if acc >= r {
-            return i;
-        }
-    }
-    w.len().saturating_sub(1)
 }

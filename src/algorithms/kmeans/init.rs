@@ -36,12 +36,24 @@ pub(super) fn kmeans_plusplus(
     rng: &mut ChaCha8Rng,
     ctx: &RunContext,
 ) -> Result<Matrix, Cancelled> {
+    kmeans_plusplus_rows(x, x_sq, k, rng, ctx).map(|ids| gather_rows(x, &ids))
+}
+
+/// The rows [`kmeans_plusplus`] picks, in order (a Gaussian mixture's `k-means++` init
+/// needs the rows themselves, not their copies).
+pub(crate) fn kmeans_plusplus_rows(
+    x: &Matrix,
+    x_sq: &[f32],
+    k: usize,
+    rng: &mut ChaCha8Rng,
+    ctx: &RunContext,
+) -> Result<Vec<usize>, Cancelled> {
     let n = x.rows();
     let n_local_trials = 2 + (k as f64).ln().floor() as usize;
-    let mut centers = Matrix::zeros(k, x.cols());
+    let mut chosen = Vec::with_capacity(k);
 
     let first = rng.random_range(0..n);
-    centers.row_mut(0).copy_from_slice(x.row(first));
+    chosen.push(first);
     let first_m = gather_rows(x, &[first]);
     let per_block = map_blocks(x, x_sq, &first_m, &[x_sq[first]], ctx, |blk| {
         let mut d = vec![0f32; blk.rows()];
@@ -56,7 +68,7 @@ pub(super) fn kmeans_plusplus(
         block_sums.push(s);
     }
 
-    for c in 1..k {
+    for _ in 1..k {
         ctx.checkpoint()?;
         let pot: f64 = block_sums.iter().sum();
         let ids: Vec<usize> = (0..n_local_trials)
@@ -99,9 +111,9 @@ pub(super) fn kmeans_plusplus(
             closest[r].copy_from_slice(&mins[best * rows..(best + 1) * rows]);
             block_sums[b] = pots[best];
         }
-        centers.row_mut(c).copy_from_slice(x.row(ids[best]));
+        chosen.push(ids[best]);
     }
-    Ok(centers)
+    Ok(chosen)
 }
 
 /// The first row whose cumulative closest distance exceeds `r` (scikit-learn's

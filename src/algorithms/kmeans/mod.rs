@@ -175,6 +175,19 @@ fn column_sums(x: &Matrix, f: impl Fn(f32) -> f64 + Sync) -> Vec<f64> {
     total
 }
 
+/// scikit-learn's `kmeans_plusplus` seeding alone: the `k` rows (`1 <= k <= rows`) greedy
+/// k-means++ picks, on the centred data as the fit does.
+pub(crate) fn kmeans_plusplus_rows(
+    x: &Matrix,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+    ctx: &RunContext,
+) -> Result<Vec<usize>, Cancelled> {
+    let xc = centred(x, &column_means(x));
+    let x_sq = row_sq_norms(&xc);
+    init::kmeans_plusplus_rows(&xc, &x_sq, k, rng, ctx)
+}
+
 fn column_means(x: &Matrix) -> Vec<f64> {
     let n = x.rows().max(1) as f64;
     column_sums(x, f64::from)
