@@ -28,7 +28,7 @@ fn request(collection: &str, algorithm: &str, params: &Value) -> Value {
 }
 
 /// The first case of a fixture whose params satisfy `pick`.
-fn case<'a>(f: &'a Value, pick: impl Fn(&Value) -> bool) -> &'a Value {
+fn case(f: &Value, pick: impl Fn(&Value) -> bool) -> &Value {
     f["cases"]
         .as_array()
         .expect("cases")
