@@ -323,10 +323,18 @@ ALGORITHM_PARAMS = {
     "agglomerative": {"n_clusters": 20},
     "spectral": {"n_clusters": 20, "affinity": "nearest_neighbors", "random_state": 0},
     "gaussian_mixture": {"n_components": 20, "random_state": 0},
-    "mean_shift": {},
+    "mean_shift": {"bandwidth": 3.0},
 }
-ALGORITHMS_DEFAULT = ["agglomerative:5000x16", 'agglomerative:50000x16:{"n_clusters":20,"linkage":"single"}',
-                      "spectral:20000x16", "gaussian_mixture:50000x16", "mean_shift:10000x8"]
+ALGORITHMS_DEFAULT = [
+    "agglomerative:5000x16", 'agglomerative:8000x16:{"n_clusters":20,"linkage":"average"}',
+    'agglomerative:50000x16:{"n_clusters":20,"linkage":"single"}',
+    "spectral:20000x16", 'spectral:3000x16:{"n_clusters":20,"affinity":"rbf","gamma":0.05,"random_state":0}',
+    "gaussian_mixture:50000x16",
+    'gaussian_mixture:50000x16:{"n_components":20,"covariance_type":"diag","random_state":0}',
+    # The estimated bandwidth (quantile 0.3) spans several of the 20 blobs, so both engines
+    # find one cluster: the rows give the bandwidth instead.
+    'mean_shift:10000x8:{"bandwidth":3.0}', 'mean_shift:100000x8:{"bandwidth":3.0,"bin_seeding":true}',
+]
 PEERS = {**DENSITY_PEERS, **{algo: ["sk-" + algo] for algo in ALGORITHM_PARAMS}}
 DEFAULT_PARAMS = {**DENSITY_PARAMS, **ALGORITHM_PARAMS}
 LABEL_WORKERS = {p for peers in PEERS.values() for p in peers}
