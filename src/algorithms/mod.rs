@@ -14,6 +14,8 @@ pub mod neighbors;
 pub mod optics;
 pub mod projection;
 pub mod spectral;
+#[cfg(test)]
+pub mod test_support;
 
 /// The answer of an algorithm that finds its own clusters (and may leave noise).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 use super::*;
 use crate::algorithms::hdbscan::mst;
+use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
 use crate::reference_fixtures;
@@ -15,19 +17,6 @@ fn agglo_params(json: serde_json::Value) -> ApiResult<AgglomerativeParams> {
 
 fn field(e: ApiError) -> String {
     e.field.unwrap_or_default()
-}
-
-/// A PCG-style stream: seeded data without a dependency on the rng crates' versions.
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Rows around `centres` random centres in a cube of side 20 (sum of three uniforms per
@@ -316,13 +305,7 @@ fn thread_count_does_not_change_labels() {
         ),
     ] {
         let p = agglo_params(params.clone()).unwrap();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| fit(x, &p, &ctx()).unwrap())
-        };
+        let run = |threads: usize| on_threads(threads, || fit(x, &p, &ctx()).unwrap());
         let one = run(1);
         assert!(one.n_clusters >= 2, "{params}");
         assert_eq!(one, run(2), "{params}");
@@ -333,9 +316,7 @@ fn thread_count_does_not_change_labels() {
 fn pre_cancelled_context_returns_cancelled_for_every_linkage() {
     let x = blobs(200, 4, 3, 5);
     for linkage in ["ward", "complete", "average", "single"] {
-        let t = CancellationToken::new();
-        t.cancel();
-        let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+        let c = cancelled_context();
         let p = agglo_params(serde_json::json!({"linkage": linkage})).unwrap();
         assert_eq!(fit(&x, &p, &c), Err(Cancelled), "{linkage}");
     }

@@ -1,3 +1,4 @@
+use crate::algorithms::test_support::on_threads;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio_util::sync::CancellationToken;
@@ -161,13 +162,7 @@ fn thread_count_does_not_change_the_labels() {
         min_samples: 6,
         metric: Metric::Euclidean,
     };
-    let run = |threads| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| fit(&x, &p, &ctx()).unwrap())
-    };
+    let run = |threads| on_threads(threads, || fit(&x, &p, &ctx()).unwrap());
     assert_eq!(run(1), run(3));
 }
 

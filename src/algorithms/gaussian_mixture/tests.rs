@@ -1,4 +1,6 @@
 use super::*;
+use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiResult, DeviceKind, ErrorCode, ParamMap};
 use crate::reference_fixtures;
@@ -14,23 +16,6 @@ fn gm_params(json: serde_json::Value) -> ApiResult<GaussianMixtureParams> {
 
 fn ari(a: &[i64], b: &[i64]) -> f64 {
     adjusted_rand_index(a, b)
-}
-
-/// A PCG-style stream, so that test data need no fixture.
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Roughly normal: the sum of four uniforms, centred and scaled to unit variance.
-    fn normalish(&mut self) -> f64 {
-        (self.uniform() + self.uniform() + self.uniform() + self.uniform() - 2.0) * 3f64.sqrt()
-    }
 }
 
 /// `centres` blobs of different spreads in `d` dimensions, `n` rows, and their classes.
@@ -287,13 +272,7 @@ fn thread_count_does_not_change_the_fit() {
             serde_json::json!({"n_components": 4, "covariance_type": cov, "init_params": init, "n_init": 2}),
         )
         .unwrap();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| fit(&x, &p, &ctx()).unwrap())
-        };
+        let run = |threads: usize| on_threads(threads, || fit(&x, &p, &ctx()).unwrap());
         let one = run(1);
         assert!(one.n_iter >= 1);
         assert_eq!(one, run(2), "{cov} {init}");
@@ -302,9 +281,7 @@ fn thread_count_does_not_change_the_fit() {
 
 #[test]
 fn pre_cancelled_context_returns_cancelled() {
-    let t = CancellationToken::new();
-    t.cancel();
-    let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+    let c = cancelled_context();
     let (x, _) = blobs(200, 3, 3, 1);
     let p = gm_params(serde_json::json!({"n_components": 3})).unwrap();
     assert_eq!(fit(&x, &p, &c), Err(MixtureError::Cancelled));

@@ -1,6 +1,8 @@
 use super::*;
 use crate::algorithms::density_fixtures::adjusted_rand_index;
 use crate::algorithms::neighbors::Metric;
+use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
 use tokio_util::sync::CancellationToken;
 
@@ -14,19 +16,6 @@ fn map(json: &serde_json::Value) -> ParamMap {
 
 fn hdbscan_params(json: serde_json::Value) -> ApiResult<HdbscanParams> {
     HdbscanParams::from_params(&map(&json))
-}
-
-/// A PCG-style stream that the Python script producing `SMALL_CASES` reproduces exactly.
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Four blobs of different spreads (50, 40, 30, 20 points) in 3-D, and 20 noise points.
@@ -234,13 +223,7 @@ fn python_set_order_matches_cpython() {
 fn thread_count_does_not_change_labels() {
     let x = random_data(3000, 6, 11, true);
     let p = hdbscan_params(serde_json::json!({"min_cluster_size": 10})).unwrap();
-    let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| fit(&x, &p, &ctx()).unwrap())
-    };
+    let run = |threads: usize| on_threads(threads, || fit(&x, &p, &ctx()).unwrap());
     let one = run(1);
     assert!(one.n_clusters >= 2);
     assert_eq!(one, run(2));
@@ -248,9 +231,7 @@ fn thread_count_does_not_change_labels() {
 
 #[test]
 fn pre_cancelled_context_returns_cancelled() {
-    let t = CancellationToken::new();
-    t.cancel();
-    let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+    let c = cancelled_context();
     let p = hdbscan_params(serde_json::json!({})).unwrap();
     assert_eq!(fit(&small_data(), &p, &c), Err(Cancelled));
 }

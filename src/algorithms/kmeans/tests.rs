@@ -1,4 +1,5 @@
 use super::*;
+use crate::algorithms::test_support::on_threads;
 use crate::model::{ApiError, DeviceKind, ErrorCode, ParamMap};
 
 struct Fixture {
@@ -152,13 +153,7 @@ fn thread_count_does_not_change_the_result() {
     for init in ["k-means++", "random"] {
         let p =
             kmeans_params(serde_json::json!({"n_clusters": 9, "init": init, "n_init": 2})).unwrap();
-        let in_pool = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| fit(&x, &p, &ctx(7)).unwrap())
-        };
+        let in_pool = |threads: usize| on_threads(threads, || fit(&x, &p, &ctx(7)).unwrap());
         let one = in_pool(1);
         let two = in_pool(2);
         assert_eq!(one.labels, two.labels, "{init}");

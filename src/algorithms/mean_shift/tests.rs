@@ -1,4 +1,5 @@
 use super::*;
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiResult, DeviceKind, ParamMap};
 use crate::reference_fixtures;
@@ -293,13 +294,7 @@ fn thread_count_does_not_change_the_fit() {
         serde_json::json!({"bin_seeding": true, "cluster_all": false}),
     ] {
         let p = params(json).unwrap();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| fit(&x, &p, &ctx()).unwrap())
-        };
+        let run = |threads: usize| on_threads(threads, || fit(&x, &p, &ctx()).unwrap());
         let one = run(1);
         assert!(one.n_clusters >= 2);
         assert_eq!(one, run(2));
@@ -308,9 +303,7 @@ fn thread_count_does_not_change_the_fit() {
 
 #[test]
 fn pre_cancelled_context_returns_cancelled() {
-    let t = CancellationToken::new();
-    t.cancel();
-    let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+    let c = cancelled_context();
     let x = blobs(100, 2, 2, 1.0, 2);
     let p = params(serde_json::json!({})).unwrap();
     assert_eq!(fit(&x, &p, &c), Err(MeanShiftError::Cancelled(Cancelled)));

@@ -2,6 +2,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::algorithms::density_fixtures::{adjusted_rand_index, cases_for};
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::model::{ApiResult, DeviceKind, ErrorCode, ParamMap};
 
 /// scikit-learn's answers on small generated data (`testdata/generate.py`).
@@ -333,9 +334,7 @@ fn rejects_sample_counts_larger_than_the_data() {
 
 #[test]
 fn pre_cancelled_context_returns_cancelled() {
-    let t = CancellationToken::new();
-    t.cancel();
-    let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+    let c = cancelled_context();
     let x = blobs(200, 4, 1);
     let p = optics_params(serde_json::json!({})).unwrap();
     assert_eq!(fit(&x, &p, &c), Err(Cancelled));
@@ -374,16 +373,12 @@ fn thread_count_does_not_change_the_result() {
     let x = blobs(2500, 6, 3);
     let p = optics_params(serde_json::json!({"min_samples": 8})).unwrap();
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                (
-                    compute_optics_graph(&x, &p, &ctx()).unwrap(),
-                    fit(&x, &p, &ctx()).unwrap(),
-                )
-            })
+        on_threads(threads, || {
+            (
+                compute_optics_graph(&x, &p, &ctx()).unwrap(),
+                fit(&x, &p, &ctx()).unwrap(),
+            )
+        })
     };
     let (g1, l1) = run(1);
     let (g3, l3) = run(3);

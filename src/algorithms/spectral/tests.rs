@@ -1,8 +1,10 @@
+use crate::algorithms::test_support::{cancelled_context, on_threads};
 use faer::{Mat, MatMut, MatRef};
 use tokio_util::sync::CancellationToken;
 
 use super::eigen::{self, SymmetricOperator};
 use super::*;
+use crate::algorithms::test_support::Lcg;
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
 
@@ -12,19 +14,6 @@ fn ctx() -> RunContext {
 
 fn spectral_params(json: serde_json::Value) -> ApiResult<SpectralParams> {
     SpectralParams::from_params(&ParamMap::from_json(&json).expect("an object"))
-}
-
-/// A PCG-style uniform stream, enough for test data.
-struct Lcg(u64);
-
-impl Lcg {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// `centres` Gaussian-ish blobs (sums of uniforms) in `d` dimensions, 6 apart.
@@ -436,13 +425,7 @@ fn same_seed_same_labels_and_thread_count_does_not_change_them() {
         serde_json::json!({"n_clusters": 5, "gamma": 0.1, "assign_labels": "cluster_qr"}),
     ] {
         let p = spectral_params(params.clone()).unwrap();
-        let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| fit(&x, &p, &ctx()).unwrap())
-        };
+        let run = |threads: usize| on_threads(threads, || fit(&x, &p, &ctx()).unwrap());
         let one = run(1);
         assert_eq!(one.n_clusters, 5, "{params}");
         assert_eq!(one, run(2), "{params}");
@@ -452,9 +435,7 @@ fn same_seed_same_labels_and_thread_count_does_not_change_them() {
 
 #[test]
 fn pre_cancelled_context_returns_cancelled() {
-    let t = CancellationToken::new();
-    t.cancel();
-    let c = RunContext::new(0, DeviceKind::Cpu).with_cancel(t);
+    let c = cancelled_context();
     let (x, _) = blobs(200, 3, 3, 1);
     for affinity in ["rbf", "nearest_neighbors"] {
         let p =
