@@ -3,7 +3,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{DeviceKind, RunContext};
+use crate::model::{DeviceKind, ProgressEvent, RunContext};
 
 /// A PCG-style stream: seeded test data without a dependency on the rng crates' versions.
 pub struct Lcg(pub u64);
@@ -37,4 +37,31 @@ pub fn cancelled_context() -> RunContext {
     let t = CancellationToken::new();
     t.cancel();
     RunContext::new(0, DeviceKind::Cpu).with_cancel(t)
+}
+
+/// Run `fit` with a CPU context that cancels itself at the first progress event
+/// `cancel_when` accepts; returns the fit's answer and every progress event the run sent.
+pub fn fit_cancelled_at<R>(
+    cancel_when: impl Fn(&ProgressEvent) -> bool + Send + 'static,
+    fit: impl FnOnce(&RunContext) -> R,
+) -> (R, Vec<ProgressEvent>) {
+    let token = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = RunContext::new(0, DeviceKind::Cpu)
+        .with_cancel(token.clone())
+        .with_progress(tx);
+    let watcher = std::thread::spawn(move || {
+        let mut events = Vec::new();
+        while let Some(ev) = rx.blocking_recv() {
+            if cancel_when(&ev) {
+                token.cancel();
+            }
+            events.push(ev);
+        }
+        events
+    });
+    let result = fit(&ctx);
+    // Closing the progress sink ends the watcher.
+    drop(ctx);
+    (result, watcher.join().expect("the watcher thread"))
 }

@@ -11,22 +11,6 @@ use clusterd::algorithms::agglomerative::MATRIX_MAX_DOCUMENTS;
 use clusterd::api::grpc::pb;
 use clusterd::metrics::adjusted_rand_index;
 
-fn request(collection: &str, algorithm: &str, params: &Value) -> Value {
-    json!({
-        "collection_ids": [collection],
-        "config": {
-            "algorithm": algorithm,
-            "algorithm_params": params,
-            "feature_vector": {"vector_name": "embedding"},
-            // scikit-learn ran on the raw rows.
-            "normalize_features": false
-        },
-        "include_members": true,
-        "compute_metrics": true,
-        "store_results": true
-    })
-}
-
 /// The first case of a fixture whose params satisfy `pick`.
 fn case(f: &Value, pick: impl Fn(&Value) -> bool) -> &Value {
     f["cases"]
@@ -74,7 +58,7 @@ async fn agglomerative_and_mean_shift_give_scikit_learns_labels_over_rest() {
     for c in linkages {
         let params = &c["params"];
         let (status, body) = server
-            .execute_rest(KEY_A, &request("iris", "agglomerative", params))
+            .execute_rest(KEY_A, &fixture_request("iris", "agglomerative", params))
             .await;
         assert_eq!(status, 200, "{params}: {body}");
         let got = rest_labels(&body, n);
@@ -99,7 +83,10 @@ async fn agglomerative_and_mean_shift_give_scikit_learns_labels_over_rest() {
     upload_fixture_rows(&server, "iris_ms", &ms).await;
     let c = case(&ms, |p| p.get("bandwidth").is_none());
     let (status, body) = server
-        .execute_rest(KEY_A, &request("iris_ms", "mean_shift", &c["params"]))
+        .execute_rest(
+            KEY_A,
+            &fixture_request("iris_ms", "mean_shift", &c["params"]),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let ari = adjusted_rand_index(
@@ -134,7 +121,7 @@ async fn agglomerative_and_mean_shift_give_scikit_learns_labels_over_rest() {
     upload_fixture_rows(&server, "noisy", &noisy).await;
     let c = case(&noisy, |p| p["cluster_all"] == false);
     let (status, body) = server
-        .execute_rest(KEY_A, &request("noisy", "mean_shift", &c["params"]))
+        .execute_rest(KEY_A, &fixture_request("noisy", "mean_shift", &c["params"]))
         .await;
     assert_eq!(status, 200, "{body}");
     let want = fixture_labels(&c["labels"]);
@@ -159,7 +146,7 @@ async fn spectral_and_gaussian_mixture_match_scikit_learns_quality_over_grpc() {
         let c = case(&f, |_| true);
         let resp = client
             .execute(authed(
-                to_proto(&request(fixture, algorithm, &c["params"])),
+                to_proto(&fixture_request(fixture, algorithm, &c["params"])),
                 KEY_A,
                 NS,
             ))
@@ -199,7 +186,7 @@ async fn gaussian_mixture_streams_em_progress_and_stores_member_probabilities() 
         .cluster_client()
         .await
         .execute_stream(authed(
-            to_proto(&request("iris", "gaussian_mixture", &c["params"])),
+            to_proto(&fixture_request("iris", "gaussian_mixture", &c["params"])),
             KEY_A,
             NS,
         ))
@@ -265,7 +252,7 @@ async fn linkages_with_a_distance_matrix_refuse_more_documents_than_their_bound_
         .await;
     assert_eq!(status, 200, "{body}");
     let params = json!({"linkage": "complete", "n_clusters": 3});
-    let mut body = request("big", "agglomerative", &params);
+    let mut body = fixture_request("big", "agglomerative", &params);
     body["include_members"] = json!(false);
 
     let (status, answer) = server.execute_rest(KEY_A, &body).await;

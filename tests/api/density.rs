@@ -1,7 +1,7 @@
 //! The density algorithms through both transports: scikit-learn's clusters, and noise
 //! reported as `"noise"` members without a centroid, left out of the metrics and counted.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::harness::*;
 use clusterd::metrics::adjusted_rand_index;
@@ -30,22 +30,6 @@ fn case(f: &Value, algorithm: &str) -> (Value, Vec<i64>) {
     (c["params"].clone(), fixture_labels(&c["labels"]))
 }
 
-fn request(algorithm: &str, params: &Value) -> Value {
-    json!({
-        "collection_ids": [COLLECTION],
-        "config": {
-            "algorithm": algorithm,
-            "algorithm_params": params,
-            "feature_vector": {"vector_name": "embedding"},
-            // scikit-learn ran on the raw rows.
-            "normalize_features": false
-        },
-        "include_members": true,
-        "compute_metrics": true,
-        "store_results": true
-    })
-}
-
 #[tokio::test]
 async fn density_algorithms_match_scikit_learn_over_rest_with_noise_reported_as_noise() {
     let f = fixture();
@@ -54,7 +38,7 @@ async fn density_algorithms_match_scikit_learn_over_rest_with_noise_reported_as_
     for algorithm in ["dbscan", "hdbscan", "optics"] {
         let (params, want) = case(&f, algorithm);
         let (status, body) = server
-            .execute_rest(KEY_A, &request(algorithm, &params))
+            .execute_rest(KEY_A, &fixture_request(COLLECTION, algorithm, &params))
             .await;
         assert_eq!(status, 200, "{algorithm}: {body}");
         assert_eq!(body["algorithm"], algorithm);
@@ -104,7 +88,11 @@ async fn density_algorithms_answer_over_grpc_with_resolved_params_in_the_run_rec
     for algorithm in ["dbscan", "hdbscan", "optics"] {
         let (params, want) = case(&f, algorithm);
         let resp = client
-            .execute(authed(to_proto(&request(algorithm, &params)), KEY_A, NS))
+            .execute(authed(
+                to_proto(&fixture_request(COLLECTION, algorithm, &params)),
+                KEY_A,
+                NS,
+            ))
             .await
             .unwrap_or_else(|e| panic!("{algorithm}: {e}"))
             .into_inner();

@@ -477,3 +477,20 @@ pub fn fixture_labels(v: &Value) -> Vec<i64> {
         .map(|l| l.as_i64().expect("label"))
         .collect()
 }
+
+/// An execute request clustering a fixture's uploaded rows as scikit-learn did: raw rows
+/// (no normalisation), members inline, stored.
+pub fn fixture_request(collection: &str, algorithm: &str, params: &Value) -> Value {
+    serde_json::json!({
+        "collection_ids": [collection],
+        "config": {
+            "algorithm": algorithm,
+            "algorithm_params": params,
+            "feature_vector": {"vector_name": "embedding"},
+            "normalize_features": false
+        },
+        "include_members": true,
+        "compute_metrics": true,
+        "store_results": true
+    })
+}

@@ -1,11 +1,10 @@
 use super::*;
 use crate::algorithms::hdbscan::mst;
-use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{Lcg, fit_cancelled_at};
 use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
 use crate::reference_fixtures;
-use tokio_util::sync::CancellationToken;
 
 fn ctx() -> RunContext {
     RunContext::new(0, DeviceKind::Cpu)
@@ -326,24 +325,11 @@ fn pre_cancelled_context_returns_cancelled_for_every_linkage() {
 /// some progress; the run must stop before cutting the tree.
 fn cancel_mid_run(x: &Matrix, params: serde_json::Value, cancel_at: &'static str) {
     let p = agglo_params(params.clone()).unwrap();
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let c = RunContext::new(0, DeviceKind::Cpu)
-        .with_cancel(token.clone())
-        .with_progress(tx);
-    let watcher = std::thread::spawn(move || {
-        let mut stages = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            stages.push(ev.stage);
-            if ev.stage == cancel_at && ev.fraction > 0.0 {
-                token.cancel();
-            }
-        }
-        stages
-    });
-    let result = fit(x, &p, &c);
-    drop(c);
-    let stages = watcher.join().unwrap();
+    let (result, events) = fit_cancelled_at(
+        move |ev| ev.stage == cancel_at && ev.fraction > 0.0,
+        |c| fit(x, &p, c),
+    );
+    let stages: Vec<&str> = events.iter().map(|e| e.stage).collect();
     assert_eq!(result, Err(Cancelled), "{params}");
     assert!(stages.contains(&cancel_at), "{params}: {stages:?}");
     assert!(!stages.contains(&CUT_STAGE), "{params}");

@@ -1,10 +1,9 @@
 use super::*;
-use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{Lcg, fit_cancelled_at};
 use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiResult, DeviceKind, ErrorCode, ParamMap};
 use crate::reference_fixtures;
-use tokio_util::sync::CancellationToken;
 
 fn ctx() -> RunContext {
     RunContext::new(0, DeviceKind::Cpu)
@@ -293,24 +292,8 @@ fn cancelling_from_the_progress_stream_stops_em() {
     // tol 0: EM would run all its iterations unless stopped.
     let p = gm_params(serde_json::json!({"n_components": 6, "tol": 0.0, "max_iter": 500, "init_params": "random"}))
         .unwrap();
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let c = RunContext::new(0, DeviceKind::Cpu)
-        .with_cancel(token.clone())
-        .with_progress(tx);
-    let watcher = std::thread::spawn(move || {
-        let mut events = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            if ev.stage == "gaussian_mixture:em" {
-                token.cancel();
-            }
-            events.push(ev);
-        }
-        events
-    });
-    let result = fit(&x, &p, &c);
-    drop(c);
-    let events = watcher.join().unwrap();
+    let (result, events) =
+        fit_cancelled_at(|ev| ev.stage == "gaussian_mixture:em", |c| fit(&x, &p, c));
     assert_eq!(result, Err(MixtureError::Cancelled));
     assert_eq!(events[0].stage, "gaussian_mixture:init");
     let em: Vec<_> = events

@@ -1,10 +1,9 @@
 use super::*;
 use crate::algorithms::density_fixtures::adjusted_rand_index;
 use crate::algorithms::neighbors::Metric;
-use crate::algorithms::test_support::Lcg;
+use crate::algorithms::test_support::{Lcg, fit_cancelled_at};
 use crate::algorithms::test_support::{cancelled_context, on_threads};
 use crate::model::{ApiError, ApiResult, DeviceKind, ParamMap};
-use tokio_util::sync::CancellationToken;
 
 fn ctx() -> RunContext {
     RunContext::new(0, DeviceKind::Cpu)
@@ -240,24 +239,8 @@ fn pre_cancelled_context_returns_cancelled() {
 fn cancelling_from_the_progress_stream_stops_the_run() {
     let x = random_data(4000, 4, 12, false);
     let p = hdbscan_params(serde_json::json!({})).unwrap();
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let c = RunContext::new(0, DeviceKind::Cpu)
-        .with_cancel(token.clone())
-        .with_progress(tx);
-    let watcher = std::thread::spawn(move || {
-        let mut stages = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            stages.push(ev.stage);
-            if ev.stage == "hdbscan:mst" {
-                token.cancel();
-            }
-        }
-        stages
-    });
-    let result = fit(&x, &p, &c);
-    drop(c);
-    let stages = watcher.join().unwrap();
+    let (result, events) = fit_cancelled_at(|ev| ev.stage == "hdbscan:mst", |c| fit(&x, &p, c));
+    let stages: Vec<&str> = events.iter().map(|e| e.stage).collect();
     assert_eq!(result, Err(Cancelled));
     assert!(stages.contains(&"hdbscan:knn"));
     assert!(!stages.contains(&"hdbscan:tree"));

@@ -1,11 +1,10 @@
 use super::*;
-use crate::algorithms::test_support::{cancelled_context, on_threads};
+use crate::algorithms::test_support::{cancelled_context, fit_cancelled_at, on_threads};
 use crate::metrics::adjusted_rand_index;
 use crate::model::{ApiResult, DeviceKind, ParamMap};
 use crate::reference_fixtures;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio_util::sync::CancellationToken;
 
 const FIXTURES: [&str; 4] = [
     "mean_shift_blobs",
@@ -313,24 +312,11 @@ fn pre_cancelled_context_returns_cancelled() {
 fn cancelling_from_the_progress_stream_stops_the_climb() {
     let x = blobs(3000, 2, 4, 1.0, 12);
     let p = params(serde_json::json!({"bandwidth": 0.8})).unwrap();
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let c = RunContext::new(0, DeviceKind::Cpu)
-        .with_cancel(token.clone())
-        .with_progress(tx);
-    let watcher = std::thread::spawn(move || {
-        let mut events = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            if ev.stage == "mean_shift:seeds" && ev.iteration == Some(2) {
-                token.cancel();
-            }
-            events.push((ev.stage, ev.iteration));
-        }
-        events
-    });
-    let result = fit(&x, &p, &c);
-    drop(c);
-    let events = watcher.join().unwrap();
+    let (result, events) = fit_cancelled_at(
+        |ev| ev.stage == "mean_shift:seeds" && ev.iteration == Some(2),
+        |c| fit(&x, &p, c),
+    );
+    let events: Vec<_> = events.iter().map(|e| (e.stage, e.iteration)).collect();
     assert_eq!(result, Err(MeanShiftError::Cancelled(Cancelled)));
     assert!(events.contains(&("mean_shift:bandwidth", None)));
     assert!(events.contains(&("mean_shift:seeds", Some(2))));

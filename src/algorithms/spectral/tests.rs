@@ -1,6 +1,5 @@
-use crate::algorithms::test_support::{cancelled_context, on_threads};
+use crate::algorithms::test_support::{cancelled_context, fit_cancelled_at, on_threads};
 use faer::{Mat, MatMut, MatRef};
-use tokio_util::sync::CancellationToken;
 
 use super::eigen::{self, SymmetricOperator};
 use super::*;
@@ -451,24 +450,10 @@ fn cancelling_from_the_eigensolver_progress_stops_the_run() {
         "n_clusters": 6, "affinity": "nearest_neighbors", "eigen_tol": 0.0
     }))
     .unwrap();
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let c = RunContext::new(0, DeviceKind::Cpu)
-        .with_cancel(token.clone())
-        .with_progress(tx);
-    let watcher = std::thread::spawn(move || {
-        let mut events = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            if ev.stage == "spectral:eigen" && ev.iteration.is_some() {
-                token.cancel();
-            }
-            events.push(ev);
-        }
-        events
-    });
-    let result = fit(&x, &p, &c);
-    drop(c);
-    let events = watcher.join().unwrap();
+    let (result, events) = fit_cancelled_at(
+        |ev| ev.stage == "spectral:eigen" && ev.iteration.is_some(),
+        |c| fit(&x, &p, c),
+    );
     assert_eq!(result, Err(Cancelled));
     assert!(events.iter().any(|e| e.stage == "spectral:affinity"));
     assert!(!events.iter().any(|e| e.stage == "spectral:assign"));
