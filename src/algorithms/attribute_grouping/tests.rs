@@ -621,3 +621,20 @@ fn describe_names_unnamed_attributes_by_position() {
         "category=Electronics / #1=Acme"
     );
 }
+
+#[test]
+fn more_rows_than_u32_ids_are_refused_before_any_work() {
+    let attrs = vec![column(&[&["a"]])];
+    let n_rows = u32::MAX as usize + 1;
+    let err = group(&attrs, n_rows, &flat(Aggregation::First), &ctx()).unwrap_err();
+    assert_eq!(
+        err,
+        GroupingError::TooLarge {
+            what: "rows",
+            max: u32::MAX as usize
+        }
+    );
+    let api: ApiError = err.into();
+    assert_eq!(api.code, ErrorCode::PayloadTooLarge);
+    assert_eq!(api.field.as_deref(), Some("sample_size"));
+}
