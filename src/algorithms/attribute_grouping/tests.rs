@@ -4,6 +4,10 @@ use super::*;
 use crate::algorithms::test_support::{Lcg, cancelled_context, fit_cancelled_at, on_threads};
 use crate::model::{DeviceKind, ErrorCode};
 
+/// A group key, and its order: value bytes with None after every value.
+type Key = Vec<Option<String>>;
+type SortKey = Vec<(bool, String)>;
+
 fn ctx() -> RunContext {
     RunContext::new(0, DeviceKind::Cpu)
 }
@@ -116,7 +120,7 @@ fn hierarchical_grouping_is_a_tree_with_parents_first_and_subtree_sizes() {
         column(&[&["acme"], &["acme"], &["zeta"], &["acme"], &["acme"], &[]]),
     ];
     let g = run(&attrs, &tree(Aggregation::MostFrequent));
-    let expected: Vec<(Vec<Option<String>>, Option<usize>, usize, bool, usize)> = vec![
+    let expected: Vec<(Key, Option<usize>, usize, bool, usize)> = vec![
         (key(&[Some("books")]), None, 0, false, 2),
         (key(&[Some("toys")]), None, 0, false, 3),
         (key(&[None]), None, 0, false, 1),
@@ -336,8 +340,7 @@ fn random_attributes(n_rows: usize, n_attrs: usize, seed: u64) -> Vec<Vec<Vec<St
         .collect()
 }
 
-/// Keys compare by value bytes with None after every value.
-fn sort_key(k: &[Option<String>]) -> Vec<(bool, String)> {
+fn sort_key(k: &[Option<String>]) -> SortKey {
     k.iter()
         .map(|v| (v.is_none(), v.clone().unwrap_or_default()))
         .collect()
@@ -408,8 +411,7 @@ fn reference(attrs: &[Vec<Vec<String>>], n: usize, options: &GroupingOptions) ->
     let mut groups = Vec::new();
     let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     for &level in &levels {
-        let mut sizes: BTreeMap<Vec<(bool, String)>, (Vec<Option<String>>, usize)> =
-            BTreeMap::new();
+        let mut sizes: BTreeMap<SortKey, (Key, usize)> = BTreeMap::new();
         for t in row_tuples.iter().flatten() {
             let prefix = t[..=level].to_vec();
             sizes.entry(sort_key(&prefix)).or_insert((prefix, 0)).1 += 1;
@@ -618,4 +620,21 @@ fn describe_names_unnamed_attributes_by_position() {
         describe(&g, &["category".to_owned()]),
         "category=Electronics / #1=Acme"
     );
+}
+
+#[test]
+fn more_rows_than_u32_ids_are_refused_before_any_work() {
+    let attrs = vec![column(&[&["a"]])];
+    let n_rows = u32::MAX as usize + 1;
+    let err = group(&attrs, n_rows, &flat(Aggregation::First), &ctx()).unwrap_err();
+    assert_eq!(
+        err,
+        GroupingError::TooLarge {
+            what: "rows",
+            max: u32::MAX as usize
+        }
+    );
+    let api: ApiError = err.into();
+    assert_eq!(api.code, ErrorCode::PayloadTooLarge);
+    assert_eq!(api.field.as_deref(), Some("sample_size"));
 }
