@@ -5,6 +5,7 @@ mod example_data;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use clusterd::api::server::{Listeners, serve};
 use clusterd::api::{AppState, Limits};
 use clusterd::engine::{Engine, EngineConfig};
 use clusterd::gpu::DevicePreference;
+use clusterd::labeling::{OpenAiConfig, Provider};
 use clusterd::store::Store;
 
 #[derive(Parser)]
@@ -74,6 +76,52 @@ struct ServeArgs {
     insecure_dev_mode: bool,
     #[arg(long, env = "CLUSTERD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// OpenAI-compatible chat-completions base URL (e.g. https://api.openai.com/v1) for
+    /// `llm_labeling`; without it labels come from the built-in offline labeller. The key
+    /// is read from CLUSTERD_LLM_API_KEY, else OPENAI_API_KEY (never from a flag: flags
+    /// show in process lists).
+    #[arg(long, env = "CLUSTERD_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    /// Model used when a request names none.
+    #[arg(long, env = "CLUSTERD_LLM_MODEL", default_value = "gpt-4o-mini")]
+    llm_model: String,
+    /// Seconds per provider request before it counts as timed out.
+    #[arg(long, env = "CLUSTERD_LLM_TIMEOUT_S", default_value_t = 30.0)]
+    llm_timeout_s: f64,
+    /// Retries after a failed provider request (HTTP 429/5xx, timeouts, connection errors).
+    #[arg(long, env = "CLUSTERD_LLM_MAX_RETRIES", default_value_t = 2)]
+    llm_max_retries: u32,
+    /// Clusters labelled by the provider at once.
+    #[arg(long, env = "CLUSTERD_LLM_CONCURRENCY", default_value_t = 4)]
+    llm_concurrency: usize,
+}
+
+/// The labelling provider the flags describe.
+fn labeling_provider(args: &ServeArgs) -> Result<Provider, String> {
+    let Some(base_url) = &args.llm_base_url else {
+        return Ok(Provider::Offline);
+    };
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(format!(
+            "--llm-base-url must be an http(s) URL, got {base_url:?}"
+        ));
+    }
+    if !(args.llm_timeout_s.is_finite() && args.llm_timeout_s > 0.0) {
+        return Err("--llm-timeout-s must be a positive number of seconds".to_owned());
+    }
+    let api_key = std::env::var("CLUSTERD_LLM_API_KEY")
+        .or_else(|_| std::env::var("OPENAI_API_KEY"))
+        .ok()
+        .filter(|k| !k.is_empty());
+    Ok(Provider::OpenAi(OpenAiConfig {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        api_key,
+        default_model: args.llm_model.clone(),
+        timeout: Duration::from_secs_f64(args.llm_timeout_s),
+        max_retries: args.llm_max_retries,
+        backoff: Duration::from_millis(500),
+        max_concurrency: args.llm_concurrency.max(1),
+    }))
 }
 
 pub fn run() -> Result<(), String> {
@@ -124,6 +172,11 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             Authenticator::Development
         }
     };
+    let labeling = labeling_provider(&args)?;
+    if let Provider::OpenAi(c) = &labeling {
+        tracing::info!(base_url = %c.base_url, model = %c.default_model,
+            key = c.api_key.is_some(), "labelling provider: OpenAI-compatible");
+    }
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     tracing::info!(store = %store.describe(), "object store");
     let engine = Engine::new(
@@ -133,6 +186,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             max_queued_runs: args.max_queued_runs,
             max_members: args.max_members,
             device: args.device,
+            labeling,
             ..EngineConfig::default()
         },
     )

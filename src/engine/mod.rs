@@ -3,6 +3,8 @@
 //! `Engine::execute`.
 
 mod admission;
+mod grouped;
+mod labelling;
 mod lifecycle;
 mod plan;
 mod result;
@@ -13,12 +15,15 @@ use std::time::Instant;
 use rand::Rng;
 use tokio::sync::mpsc;
 
+use crate::algorithms::attribute_grouping::{self, Aggregation, GroupingOptions};
 use crate::algorithms::projection;
 use crate::gpu;
+use crate::labeling::{self, Labels, Provider};
 use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    ApiError, ApiResult, Caller, DeviceInfo, DeviceKind, ExecuteRequest, ExecuteResponse, Matrix,
-    Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord, RunState, RunStatus, Scope,
+    ApiError, ApiResult, AttributeAggregation, Caller, DeviceInfo, DeviceKind, ExecuteRequest,
+    ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord,
+    RunState, RunStatus, Scope,
 };
 use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
 
@@ -26,7 +31,7 @@ pub use admission::Admission;
 pub use lifecycle::{HEARTBEAT, STALE_AFTER};
 use lifecycle::{RunRecorder, now_rfc3339};
 use plan::Plan;
-use result::{Labelled, MemberSource, Ranking};
+use result::{MemberSource, Rendered};
 
 /// Engine limits and choices fixed at start-up.
 #[derive(Debug, Clone)]
@@ -39,6 +44,9 @@ pub struct EngineConfig {
     pub max_members: usize,
     pub device: gpu::DevicePreference,
     pub metrics: MetricsOptions,
+    /// Where `llm_labeling` labels come from when a request does not say (and whether
+    /// `provider: "openai"` is available at all).
+    pub labeling: Provider,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +57,7 @@ impl Default for EngineConfig {
             max_members: 100_000,
             device: gpu::DevicePreference::Auto,
             metrics: MetricsOptions::default(),
+            labeling: Provider::Offline,
         }
     }
 }
@@ -73,13 +82,15 @@ pub struct Engine {
 /// What the computation produced, before it is ranked, stored and rendered.
 struct Computed {
     loaded: LoadedDocuments,
-    /// The vectors as clustered (normalised when asked).
+    /// The vectors as clustered (normalised when asked); no columns when the run had none.
     vectors: Matrix,
-    labelled: Labelled,
+    rendered: Rendered,
     /// The parameters as used, for the run record.
     resolved_params: serde_json::Value,
     metrics: Option<Metrics>,
     coordinates: Option<Vec<[f32; 2]>>,
+    /// Cluster labels by rank, when `llm_labeling` asked for them.
+    labels: Option<Labels>,
 }
 
 /// Row L2 normalisation on the run's device; the CPU twin gives the same rows, so a device
@@ -141,6 +152,12 @@ impl Engine {
         let run_id = new_run_id();
         let scope = Scope::new(&caller.org, &caller.namespace)?;
         let plan = Plan::from_request(&req)?;
+        // A labeller the server cannot provide is refused before any work.
+        let labeller = req
+            .labeling
+            .as_ref()
+            .map(|l| labelling::provider_for(l, &self.config.labeling))
+            .transpose()?;
         let _slot = self.admission.enter(ctx.cancel_token()).await?;
         tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
             algorithm = req.algorithm.as_str(), "run started");
@@ -182,7 +199,18 @@ impl Engine {
             }
             ctx.progress(event);
         };
-        let computation = self.compute(&scope, &req, &plan, run_ctx);
+        let computation = async {
+            match plan {
+                Plan::AttributeBased => {
+                    self.compute_grouped(&scope, &req, labeller.as_ref(), run_ctx)
+                        .await
+                }
+                _ => {
+                    self.compute(&scope, &req, &plan, labeller.as_ref(), run_ctx)
+                        .await
+                }
+            }
+        };
         tokio::pin!(computation);
         let computed = loop {
             tokio::select! {
@@ -196,8 +224,17 @@ impl Engine {
 
         let outcome = match computed {
             Ok(computed) => {
-                self.finish(&scope, &req, &plan, computed, run_id, created_at, started)
-                    .await
+                self.finish(
+                    &scope,
+                    &req,
+                    &plan,
+                    labeller.as_ref(),
+                    computed,
+                    run_id,
+                    created_at,
+                    started,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -219,45 +256,233 @@ impl Engine {
         })
     }
 
-    /// Load, cluster, score: everything up to the labels.
-    async fn compute(
+    /// Load the run's documents: the vector column (when the request names one), then
+    /// `attributes` (with their request fields), then the labelling inputs.
+    async fn load(
         &self,
         scope: &Scope,
         req: &ExecuteRequest,
-        plan: &Plan,
-        ctx: RunContext,
-    ) -> ApiResult<Computed> {
+        attributes: &[(String, String)],
+        ctx: &RunContext,
+    ) -> ApiResult<LoadedDocuments> {
         ctx.progress(ProgressEvent {
             stage: "load",
             fraction: 0.0,
             iteration: None,
             inertia: None,
         });
-        let mut loaded = self
+        let mut wanted: Vec<(String, String)> = attributes.to_vec();
+        if let Some(l) = &req.labeling {
+            wanted.extend(l.inputs.iter().enumerate().map(|(i, path)| {
+                (
+                    path.clone(),
+                    format!("config.llm_labeling.labeling_inputs[{i}]"),
+                )
+            }));
+        }
+        let loaded = self
             .store
             .load(
                 scope,
                 &LoadRequest {
                     collection_ids: req.collection_ids.clone(),
                     vector_column: req.vector_name.clone(),
-                    attributes: Vec::new(),
+                    attributes: wanted.iter().map(|(p, _)| p.clone()).collect(),
+                    attribute_fields: wanted.into_iter().map(|(_, f)| f).collect(),
                     sample_size: req.sample_size,
                     seed: ctx.seed,
                 },
-                &ctx,
+                ctx,
             )
-            .await?;
-        let n = loaded.document_ids.len();
-        if req.include_members && n > self.config.max_members {
+            .await;
+        match (loaded, &req.labeling) {
+            // The default text column is an assumption; say how to name another.
+            (Err(e), Some(l))
+                if !l.inputs_given
+                    && e.field.as_deref() == Some("config.llm_labeling.labeling_inputs[0]") =>
+            {
+                Err(ApiError::new(
+                    e.code,
+                    Some("config.llm_labeling.labeling_inputs"),
+                    format!(
+                        "{}; labelling reads a \"text\" attribute unless labeling_inputs \
+                         names the text attribute(s)",
+                        e.message
+                    ),
+                ))
+            }
+            (loaded, _) => loaded,
+        }
+    }
+
+    fn check_inline_members(&self, req: &ExecuteRequest, members: usize) -> ApiResult<()> {
+        if req.include_members && members > self.config.max_members {
             return Err(ApiError::payload_too_large(
                 Some("include_members"),
                 format!(
-                    "{n} members exceed the inline limit of {}; set sample_size, or read \
+                    "{members} members exceed the inline limit of {}; set sample_size, or read \
                      members.parquet (store_results) instead",
                     self.config.max_members
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Label the corpus (after the computation, on the async side: a provider is network
+    /// I/O); a cancelled run stops here.
+    async fn label(
+        corpus: Option<labeling::Corpus>,
+        req: &ExecuteRequest,
+        labeller: Option<&Provider>,
+        ctx: &RunContext,
+    ) -> ApiResult<Option<Labels>> {
+        let (Some(corpus), Some(provider), Some(l)) = (corpus, labeller, &req.labeling) else {
+            return Ok(None);
+        };
+        ctx.progress(ProgressEvent {
+            stage: "labeling",
+            fraction: 0.0,
+            iteration: None,
+            inertia: None,
+        });
+        let labels = labelling::label(&corpus, l, provider, ctx.cancel_token()).await;
+        ctx.checkpoint()?;
+        Ok(Some(labels))
+    }
+
+    /// attribute_based: load the attributes (and the vectors when named), group, score
+    /// when the groups partition the documents and there are vectors.
+    async fn compute_grouped(
+        &self,
+        scope: &Scope,
+        req: &ExecuteRequest,
+        labeller: Option<&Provider>,
+        ctx: RunContext,
+    ) -> ApiResult<Computed> {
+        let grouping_req = req.attribute_grouping.clone().ok_or_else(|| {
+            ApiError::invalid_request("config.attribute_config", "is required for attribute_based")
+        })?;
+        let names = grouping_req.attributes.clone();
+        let fields: Vec<(String, String)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.clone(),
+                    format!("config.attribute_config.attributes[{i}]"),
+                )
+            })
+            .collect();
+        let mut loaded = self.load(scope, req, &fields, &ctx).await?;
+        let n = loaded.document_ids.len();
+        self.check_inline_members(req, n)?;
+        let mut vectors = loaded.vectors.take();
+        let mut attributes = std::mem::take(&mut loaded.attributes);
+        let texts = attributes.split_off(names.len().min(attributes.len()));
+        ctx.checkpoint()?;
+        let normalize = req.normalize_features;
+        let compute_metrics = req.compute_metrics;
+        let save_coordinates = req.save_artifacts;
+        let wants_labels = labeller.is_some();
+        let vector_name = req.vector_name.clone().unwrap_or_default();
+        let metrics_options = self.config.metrics.clone();
+        let job_ctx = ctx.clone();
+        let (vectors, rendered, metrics, coordinates, corpus) =
+            tokio::task::spawn_blocking(move || {
+                let ctx = job_ctx;
+                if let Some(x) = vectors.as_mut()
+                    && normalize
+                {
+                    normalize_rows(x, &ctx);
+                }
+                let options = GroupingOptions {
+                    hierarchical: grouping_req.hierarchical,
+                    aggregation: match grouping_req.aggregation {
+                        AttributeAggregation::MostFrequent => Aggregation::MostFrequent,
+                        AttributeAggregation::First => Aggregation::First,
+                        AttributeAggregation::All => Aggregation::All,
+                    },
+                };
+                let grouping = attribute_grouping::group(&attributes, n, &options, &ctx)?;
+                drop(attributes);
+                let metrics = if compute_metrics {
+                    let labels = grouped::single_labels(&grouping, n);
+                    Some(match (&vectors, labels) {
+                        (Some(x), Some(labels)) => {
+                            metrics::compute(x, &labels, &metrics_options, &ctx)?
+                        }
+                        (None, _) => Metrics {
+                            note: Some(
+                                "no feature_vector: attribute groups have no geometry to score"
+                                    .to_owned(),
+                            ),
+                            ..Metrics::default()
+                        },
+                        (Some(_), None) => Metrics {
+                            note: Some(
+                                "documents in several groups (aggregation_method all) do not \
+                                 form a partition to score"
+                                    .to_owned(),
+                            ),
+                            ..Metrics::default()
+                        },
+                    })
+                } else {
+                    None
+                };
+                let coordinates = match (&vectors, save_coordinates) {
+                    (Some(x), true) => Some(projection::pca_2d(x, ctx.seed, &ctx)?),
+                    _ => None,
+                };
+                let (rendered, order) = grouped::render(
+                    &grouping,
+                    &names,
+                    grouping_req.hierarchical,
+                    vectors.as_ref(),
+                    &vector_name,
+                );
+                let corpus = wants_labels.then(|| {
+                    let mut rank_of = vec![0usize; order.len()];
+                    for (rank, &g) in order.iter().enumerate() {
+                        rank_of[g] = rank;
+                    }
+                    let memberships = grouping.memberships.iter().flat_map(|&(row, leaf)| {
+                        grouped::with_ancestors(&grouping, leaf as usize)
+                            .map(move |g| (g, row as usize))
+                    });
+                    let ranked = memberships.map(|(g, row)| (rank_of[g], row, None));
+                    labelling::corpus(rendered.centroids.len(), ranked, &texts)
+                });
+                Ok::<_, ApiError>((vectors, rendered, metrics, coordinates, corpus))
+            })
+            .await
+            .map_err(ApiError::internal)??;
+        self.check_inline_members(req, rendered.memberships.len())?;
+        let labels = Self::label(corpus, req, labeller, &ctx).await?;
+        Ok(Computed {
+            vectors: vectors.unwrap_or_else(|| Matrix::zeros(n, 0)),
+            loaded,
+            rendered,
+            resolved_params: serde_json::json!({}),
+            metrics,
+            coordinates,
+            labels,
+        })
+    }
+
+    /// Load, cluster, score: everything up to the labels.
+    async fn compute(
+        &self,
+        scope: &Scope,
+        req: &ExecuteRequest,
+        plan: &Plan,
+        labeller: Option<&Provider>,
+        ctx: RunContext,
+    ) -> ApiResult<Computed> {
+        let mut loaded = self.load(scope, req, &[], &ctx).await?;
+        let n = loaded.document_ids.len();
+        self.check_inline_members(req, n)?;
         // Taken, not cloned: the engine holds one copy of the vectors.
         let mut vectors = loaded.vectors.take().ok_or_else(|| {
             ApiError::internal("store returned no vectors for a vector algorithm")
@@ -269,43 +494,61 @@ impl Engine {
         let compute_metrics = req.compute_metrics;
         let coordinates = req.save_artifacts;
         let metrics_options = self.config.metrics.clone();
-        let (vectors, fitted, metrics, coordinates) = tokio::task::spawn_blocking(move || {
-            if normalize {
-                normalize_rows(&mut vectors, &ctx);
-            }
-            let fitted = plan.fit(&vectors, &ctx)?;
-            let metrics = if compute_metrics {
-                ctx.progress(ProgressEvent {
-                    stage: "metrics",
-                    fraction: 0.0,
-                    iteration: None,
-                    inertia: None,
+        // The labelling texts, moved into the computation and dropped once in the corpus.
+        let texts = std::mem::take(&mut loaded.attributes);
+        let wants_labels = labeller.is_some();
+        let job_ctx = ctx.clone();
+        let (vectors, fitted, metrics, coordinates, corpus) =
+            tokio::task::spawn_blocking(move || {
+                let ctx = job_ctx;
+                if normalize {
+                    normalize_rows(&mut vectors, &ctx);
+                }
+                let fitted = plan.fit(&vectors, &ctx)?;
+                let metrics = if compute_metrics {
+                    ctx.progress(ProgressEvent {
+                        stage: "metrics",
+                        fraction: 0.0,
+                        iteration: None,
+                        inertia: None,
+                    });
+                    Some(metrics::compute(
+                        &vectors,
+                        &fitted.labelled.labels,
+                        &metrics_options,
+                        &ctx,
+                    )?)
+                } else {
+                    None
+                };
+                let coordinates = if coordinates {
+                    Some(projection::pca_2d(&vectors, ctx.seed, &ctx)?)
+                } else {
+                    None
+                };
+                let corpus = wants_labels.then(|| {
+                    let l = &fitted.labelled;
+                    let memberships = l.labels.iter().enumerate().filter_map(|(row, &c)| {
+                        let c = usize::try_from(c).ok()?;
+                        Some((c, row, l.distances.get(row).copied()))
+                    });
+                    labelling::corpus(l.centers.rows(), memberships, &texts)
                 });
-                Some(metrics::compute(
-                    &vectors,
-                    &fitted.labelled.labels,
-                    &metrics_options,
-                    &ctx,
-                )?)
-            } else {
-                None
-            };
-            let coordinates = if coordinates {
-                Some(projection::pca_2d(&vectors, ctx.seed, &ctx)?)
-            } else {
-                None
-            };
-            Ok::<_, ApiError>((vectors, fitted, metrics, coordinates))
-        })
-        .await
-        .map_err(ApiError::internal)??;
+                Ok::<_, ApiError>((vectors, fitted, metrics, coordinates, corpus))
+            })
+            .await
+            .map_err(ApiError::internal)??;
+        let labels = Self::label(corpus, req, labeller, &ctx).await?;
+        let vector_name = req.vector_name.clone().unwrap_or_default();
+        let (rendered, ranking) = Rendered::from_labelled(&fitted.labelled, &vector_name);
         Ok(Computed {
             loaded,
             vectors,
-            labelled: fitted.labelled,
+            rendered,
             resolved_params: fitted.resolved_params,
             metrics,
             coordinates,
+            labels: labels.map(|l| result::labels_by_rank(l, &ranking)),
         })
     }
 
@@ -316,6 +559,7 @@ impl Engine {
         scope: &Scope,
         req: &ExecuteRequest,
         plan: &Plan,
+        labeller: Option<&Provider>,
         computed: Computed,
         run_id: String,
         created_at: String,
@@ -324,26 +568,24 @@ impl Engine {
         let Computed {
             loaded,
             vectors,
-            labelled,
+            mut rendered,
             resolved_params,
             metrics,
             coordinates,
+            labels,
         } = computed;
-        let ranking = Ranking::new(&labelled.labels, labelled.centers.rows());
-        let vector_name = req.vector_name.clone().unwrap_or_default();
-        let centroids = result::centroids(&labelled, &ranking, &vector_name);
+        let llm_labeling_errors = labels.map(|l| rendered.apply_labels(l));
         let source = MemberSource {
-            labelled: &labelled,
-            ranking: &ranking,
+            rendered: &rendered,
             loaded: &loaded,
             collection_ids: &req.collection_ids,
             coordinates: coordinates.as_deref(),
         };
-        let order = result::membership_order(&labelled, &ranking);
         let members = req.include_members.then(|| {
-            order
+            rendered
+                .memberships
                 .iter()
-                .map(|&(rank, row)| source.member(rank, row))
+                .map(|m| source.member(m))
                 .collect()
         });
 
@@ -355,13 +597,14 @@ impl Engine {
                 .write_clusters(
                     scope,
                     &run_id,
-                    &result::cluster_rows(&centroids),
+                    &result::cluster_rows(&rendered.centroids),
                     vectors.cols(),
                 )
                 .await?;
-            let rows: Vec<_> = order
+            let rows: Vec<_> = rendered
+                .memberships
                 .iter()
-                .map(|&(rank, row)| source.member_row(rank, row))
+                .map(|m| source.member_row(m))
                 .collect();
             let members_written = self.store.write_members(scope, &run_id, &rows).await?;
             drop(rows);
@@ -391,9 +634,9 @@ impl Engine {
         let response = ExecuteResponse {
             success: true,
             algorithm: req.algorithm,
-            num_clusters: ranking.num_clusters(),
-            num_documents: labelled.labels.len(),
-            centroids,
+            num_clusters: rendered.num_clusters,
+            num_documents: loaded.document_ids.len(),
+            centroids: rendered.centroids,
             execution_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             run_id: run_id.clone(),
             metrics,
@@ -403,6 +646,7 @@ impl Engine {
             seed: plan.seed(),
             device: self.device.info(),
             members,
+            llm_labeling_errors,
         };
         let record = RunRecord {
             run_id,
@@ -419,6 +663,24 @@ impl Engine {
                 compute_metrics: req.compute_metrics,
                 store_results: req.store_results,
                 save_artifacts: req.save_artifacts,
+                llm_labeling: req.labeling.as_ref().map(|l| {
+                    serde_json::json!({
+                        "enabled": true,
+                        "provider": labeller.map(labelling::provider_name),
+                        "model_name": labeller
+                            .and_then(|p| labelling::model_used(p, l.model_name.as_deref())),
+                        "include_keywords": l.include_keywords,
+                        "include_summary": l.include_summary,
+                        "labeling_inputs": l.inputs,
+                    })
+                }),
+                attribute_config: req.attribute_grouping.as_ref().map(|a| {
+                    serde_json::json!({
+                        "attributes": a.attributes,
+                        "hierarchical_grouping": a.hierarchical,
+                        "aggregation_method": a.aggregation.as_str(),
+                    })
+                }),
             },
             // Inline members stay out of run.json: members.parquet holds them.
             result: ExecuteResponse {

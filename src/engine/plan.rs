@@ -25,6 +25,8 @@ pub(super) enum Plan {
     Spectral(SpectralParams),
     GaussianMixture(GaussianMixtureParams),
     MeanShift(MeanShiftParams),
+    /// Groups by attribute values (`attribute_config`); no vector fit.
+    AttributeBased,
 }
 
 /// A fitted run: the labels with their centres, and the parameters as they were used
@@ -51,31 +53,17 @@ impl Plan {
                 GaussianMixtureParams::from_params(params).map(Plan::GaussianMixture)
             }
             Algorithm::MeanShift => MeanShiftParams::from_params(params).map(Plan::MeanShift),
-            other => {
-                return Err(ApiError::unimplemented(
-                    "config.algorithm",
-                    format!(
-                        "{} is not available yet in this version of clusterd; {} are",
-                        other.as_str(),
-                        Plan::BUILT.join(", ")
-                    ),
-                ));
-            }
+            Algorithm::AttributeBased => match params.reader().finish("attribute_based") {
+                Ok(()) => Ok(Plan::AttributeBased),
+                Err(e) => Err(ApiError::invalid_request(
+                    e.field.as_deref().unwrap_or_default(),
+                    "attribute_based takes no algorithm_params: its settings are in \
+                     config.attribute_config",
+                )),
+            },
         };
         plan.map_err(|e| e.under(PARAMS_FIELD))
     }
-
-    /// Algorithms this version runs.
-    pub const BUILT: [&'static str; 8] = [
-        "kmeans",
-        "dbscan",
-        "hdbscan",
-        "optics",
-        "agglomerative",
-        "spectral",
-        "gaussian_mixture",
-        "mean_shift",
-    ];
 
     /// Errors that depend on the number of documents, found once the data is loaded: the
     /// algorithm's own (n_clusters > N...), then the size bound of the algorithms that
@@ -90,6 +78,7 @@ impl Plan {
             Plan::Spectral(p) => p.check_against_data(n),
             Plan::GaussianMixture(p) => p.check_against_data(n),
             Plan::MeanShift(p) => p.check_against_data(n),
+            Plan::AttributeBased => Ok(()),
         }
         .map_err(|e| e.under(PARAMS_FIELD))?;
         match self.max_documents() {
@@ -114,7 +103,8 @@ impl Plan {
             | Plan::Dbscan(_)
             | Plan::Hdbscan(_)
             | Plan::Optics(_)
-            | Plan::GaussianMixture(_) => None,
+            | Plan::GaussianMixture(_)
+            | Plan::AttributeBased => None,
         }
     }
 
@@ -129,7 +119,8 @@ impl Plan {
             | Plan::Hdbscan(_)
             | Plan::Optics(_)
             | Plan::Agglomerative(_)
-            | Plan::MeanShift(_) => 0,
+            | Plan::MeanShift(_)
+            | Plan::AttributeBased => 0,
         }
     }
 
@@ -143,6 +134,7 @@ impl Plan {
             Plan::Spectral(p) => p.resolved(),
             Plan::GaussianMixture(p) => p.resolved(),
             Plan::MeanShift(p) => p.resolved(),
+            Plan::AttributeBased => serde_json::json!({}),
         }
     }
 
@@ -190,6 +182,11 @@ impl Plan {
             Plan::Optics(p) => optics::fit(x, p, ctx)?,
             Plan::Agglomerative(p) => agglomerative::fit(x, p, ctx)?,
             Plan::Spectral(p) => spectral::fit(x, p, ctx)?,
+            Plan::AttributeBased => {
+                return Err(ApiError::internal(
+                    "attribute_based groups attributes; it has no vector fit",
+                ));
+            }
         };
         Ok(Fitted {
             labelled: Labelled::from_labels(x, found.labels, found.n_clusters),
@@ -215,33 +212,34 @@ mod tests {
             include_members: false,
             compute_metrics: true,
             save_artifacts: false,
+            labeling: None,
+            attribute_grouping: None,
         }
     }
 
     #[test]
-    fn unbuilt_algorithms_are_unimplemented_not_faked() {
+    fn every_algorithm_of_the_contract_is_built() {
         for alg in Algorithm::ALL {
-            if Plan::BUILT.contains(&alg.as_str()) {
-                continue;
-            }
-            let e = Plan::from_request(&request(alg, serde_json::json!({})))
-                .err()
-                .unwrap();
-            assert_eq!(e.code, crate::model::ErrorCode::Unimplemented);
-            assert!(e.message.contains(alg.as_str()));
-        }
-    }
-
-    #[test]
-    fn every_vector_algorithm_is_built() {
-        for alg in Algorithm::ALL.into_iter().filter(|a| a.uses_vectors()) {
-            assert!(Plan::BUILT.contains(&alg.as_str()), "{}", alg.as_str());
             assert!(
                 Plan::from_request(&request(alg, serde_json::json!({}))).is_ok(),
                 "{} with its defaults",
                 alg.as_str()
             );
         }
+    }
+
+    #[test]
+    fn attribute_based_refuses_algorithm_params() {
+        let e = Plan::from_request(&request(
+            Algorithm::AttributeBased,
+            serde_json::json!({"n_clusters": 3}),
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("config.algorithm_params.n_clusters")
+        );
     }
 
     #[test]

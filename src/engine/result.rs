@@ -3,8 +3,9 @@
 
 use rayon::prelude::*;
 
+use crate::labeling::Labels;
 use crate::model::response::{NOISE_CLUSTER_ID, cluster_id};
-use crate::model::{Centroid, Matrix, Member};
+use crate::model::{Centroid, LabelingFailure, Matrix, Member};
 use crate::store::{ClusterRow, LoadedDocuments, MemberRow};
 
 /// An algorithm's answer in internal label space: `labels[i]` indexes a row of `centers`,
@@ -147,8 +148,45 @@ pub fn centroids(labelled: &Labelled, ranking: &Ranking, vector_name: &str) -> V
             num_members: ranking.sizes[rank],
             feature_dimensions: labelled.centers.cols(),
             vector_name: vector_name.to_owned(),
+            label: None,
+            keywords: None,
+            summary: None,
+            parent_cluster_id: None,
+            level: None,
         })
         .collect()
+}
+
+/// Labels by internal label -> labels by rank (empty clusters dropped).
+pub fn labels_by_rank(labels: Labels, ranking: &Ranking) -> Labels {
+    let mut by_label: Vec<Option<crate::labeling::ClusterLabel>> =
+        labels.labels.into_iter().map(Some).collect();
+    let ranked = ranking
+        .label_of
+        .iter()
+        .map(|&l| {
+            by_label
+                .get_mut(l)
+                .and_then(Option::take)
+                .unwrap_or_else(|| crate::labeling::ClusterLabel {
+                    label: String::new(),
+                    keywords: Vec::new(),
+                    summary: None,
+                })
+        })
+        .collect();
+    let errors = labels
+        .errors
+        .into_iter()
+        .filter_map(|mut e| {
+            e.cluster = ranking.rank(i64::try_from(e.cluster).ok()?)?;
+            Some(e)
+        })
+        .collect();
+    Labels {
+        labels: ranked,
+        errors,
+    }
 }
 
 pub fn cluster_rows(centroids: &[Centroid]) -> Vec<ClusterRow> {
@@ -156,35 +194,98 @@ pub fn cluster_rows(centroids: &[Centroid]) -> Vec<ClusterRow> {
         .iter()
         .map(|c| ClusterRow {
             cluster_id: c.cluster_id.clone(),
-            label: None,
+            label: c.label.clone(),
             size: c.num_members as u64,
             centroid: c.centroid_vector.clone(),
-            keywords: Vec::new(),
-            summary: None,
-            parent_cluster_id: None,
-            level: None,
+            keywords: c.keywords.clone().unwrap_or_default(),
+            summary: c.summary.clone(),
+            parent_cluster_id: c.parent_cluster_id.clone(),
+            level: c.level.and_then(|l| i32::try_from(l).ok()),
             vector_name: Some(c.vector_name.clone()),
         })
         .collect()
 }
 
-/// Rows in membership order: by cluster rank (= by cluster id as a string), noise last,
-/// then in load order.
-pub fn membership_order(labelled: &Labelled, ranking: &Ranking) -> Vec<(Option<usize>, usize)> {
-    let mut rows: Vec<(Option<usize>, usize)> = labelled
-        .labels
-        .iter()
-        .enumerate()
-        .map(|(row, &l)| (ranking.rank(l), row))
-        .collect();
-    // None (noise) after every cluster: "noise" sorts after "cluster_…".
-    rows.sort_unstable_by_key(|&(rank, row)| (rank.is_none(), rank, row));
-    rows
+/// One (document, cluster) membership of the public result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Membership {
+    /// Cluster rank (index into `Rendered::centroids`), None for noise.
+    pub rank: Option<usize>,
+    pub row: usize,
+    pub distance: Option<f32>,
+    pub probability: Option<f32>,
+}
+
+/// The public clusters of a run: centroid rows by rank, and the memberships in
+/// `members.parquet` order (by cluster id, noise last, then load order).
+pub struct Rendered {
+    pub centroids: Vec<Centroid>,
+    /// Clusters in `num_clusters` (for hierarchies: the leaves).
+    pub num_clusters: usize,
+    pub memberships: Vec<Membership>,
+}
+
+impl Rendered {
+    /// A labelled answer as the public result: ranks by size, members by cluster id.
+    pub fn from_labelled(labelled: &Labelled, vector_name: &str) -> (Rendered, Ranking) {
+        let ranking = Ranking::new(&labelled.labels, labelled.centers.rows());
+        let mut memberships: Vec<Membership> = labelled
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(row, &l)| {
+                let rank = ranking.rank(l);
+                Membership {
+                    rank,
+                    row,
+                    distance: rank.and(labelled.distances.get(row).copied()),
+                    probability: rank.and(
+                        labelled
+                            .probabilities
+                            .as_ref()
+                            .and_then(|p| p.get(row).copied()),
+                    ),
+                }
+            })
+            .collect();
+        // None (noise) after every cluster: "noise" sorts after "cluster_…".
+        memberships.sort_unstable_by_key(|m| (m.rank.is_none(), m.rank, m.row));
+        let rendered = Rendered {
+            centroids: centroids(labelled, &ranking, vector_name),
+            num_clusters: ranking.num_clusters(),
+            memberships,
+        };
+        (rendered, ranking)
+    }
+
+    fn id(&self, rank: Option<usize>) -> String {
+        rank.and_then(|r| self.centroids.get(r))
+            .map_or_else(|| NOISE_CLUSTER_ID.to_owned(), |c| c.cluster_id.clone())
+    }
+
+    /// Put each cluster's label, keywords and summary on its centroid (`labels` is by
+    /// rank) and name the clusters whose provider failed.
+    pub fn apply_labels(&mut self, labels: Labels) -> Vec<LabelingFailure> {
+        let Labels { labels, errors } = labels;
+        for (centroid, l) in self.centroids.iter_mut().zip(labels) {
+            centroid.label = Some(l.label);
+            centroid.keywords = (!l.keywords.is_empty()).then_some(l.keywords);
+            centroid.summary = l.summary;
+        }
+        errors
+            .into_iter()
+            .filter_map(|e| {
+                Some(LabelingFailure {
+                    cluster_id: self.centroids.get(e.cluster)?.cluster_id.clone(),
+                    message: e.message,
+                })
+            })
+            .collect()
+    }
 }
 
 pub struct MemberSource<'a> {
-    pub labelled: &'a Labelled,
-    pub ranking: &'a Ranking,
+    pub rendered: &'a Rendered,
     pub loaded: &'a LoadedDocuments,
     pub collection_ids: &'a [String],
     pub coordinates: Option<&'a [[f32; 2]]>,
@@ -198,47 +299,43 @@ impl MemberSource<'_> {
             .unwrap_or_default()
     }
 
-    fn distance(&self, rank: Option<usize>, row: usize) -> Option<f32> {
-        rank.and(self.labelled.distances.get(row).copied())
-    }
-
-    fn probability(&self, rank: Option<usize>, row: usize) -> Option<f32> {
-        let probabilities = self.labelled.probabilities.as_ref()?;
-        rank.and(probabilities.get(row).copied())
-    }
-
-    pub fn member(&self, rank: Option<usize>, row: usize) -> Member {
+    pub fn member(&self, m: &Membership) -> Member {
         Member {
-            document_id: self.loaded.document_ids[row].clone(),
-            collection_id: self.collection(row),
-            cluster_id: self.ranking.id(rank),
-            distance_to_centroid: self.distance(rank, row).map(f64::from),
-            probability: self.probability(rank, row).map(f64::from),
+            document_id: self.loaded.document_ids[m.row].clone(),
+            collection_id: self.collection(m.row),
+            cluster_id: self.rendered.id(m.rank),
+            distance_to_centroid: m.distance.map(f64::from),
+            probability: m.probability.map(f64::from),
         }
     }
 
-    pub fn member_row(&self, rank: Option<usize>, row: usize) -> MemberRow {
+    pub fn member_row(&self, m: &Membership) -> MemberRow {
         MemberRow {
-            document_id: self.loaded.document_ids[row].clone(),
-            collection_id: self.collection(row),
-            cluster_id: self.ranking.id(rank),
-            distance_to_centroid: self.distance(rank, row),
-            probability: self.probability(rank, row),
-            coordinates: self.coordinates.and_then(|c| c.get(row).copied()),
+            document_id: self.loaded.document_ids[m.row].clone(),
+            collection_id: self.collection(m.row),
+            cluster_id: self.rendered.id(m.rank),
+            distance_to_centroid: m.distance,
+            probability: m.probability,
+            coordinates: self.coordinates.and_then(|c| c.get(m.row).copied()),
         }
     }
 
-    /// Cluster id of each row, in load order.
+    /// Cluster id of each row, in load order (a row in several clusters: its first).
     pub fn cluster_ids(&self) -> Vec<String> {
-        self.labelled
-            .labels
-            .iter()
-            .map(|&l| self.ranking.id(self.ranking.rank(l)))
+        let mut ranks: Vec<Option<Option<usize>>> = vec![None; self.loaded.document_ids.len()];
+        for m in &self.rendered.memberships {
+            if let Some(slot @ None) = ranks.get_mut(m.row) {
+                *slot = Some(m.rank);
+            }
+        }
+        ranks
+            .into_iter()
+            .map(|r| self.rendered.id(r.flatten()))
             .collect()
     }
 
     pub fn collection_of_rows(&self) -> Vec<String> {
-        (0..self.labelled.labels.len())
+        (0..self.loaded.document_ids.len())
             .map(|r| self.collection(r))
             .collect()
     }
@@ -265,8 +362,12 @@ mod tests {
             distances: vec![0.0; 4],
             probabilities: None,
         };
-        let ranking = Ranking::new(&labelled.labels, 2);
-        let order = membership_order(&labelled, &ranking);
+        let (rendered, _) = Rendered::from_labelled(&labelled, "v");
+        let order: Vec<(Option<usize>, usize)> = rendered
+            .memberships
+            .iter()
+            .map(|m| (m.rank, m.row))
+            .collect();
         assert_eq!(
             order,
             vec![(Some(0), 1), (Some(0), 3), (Some(1), 2), (None, 0)]

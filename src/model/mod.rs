@@ -18,6 +18,9 @@ pub use error::{ApiError, ApiResult, ErrorCode};
 pub use matrix::Matrix;
 pub use names::{Scope, validate_name};
 pub use params::{ParamMap, ParamValue};
-pub use request::{Algorithm, Caller, ExecuteInput, ExecuteRequest};
-pub use response::{Centroid, DeviceInfo, ExecuteResponse, Member, Metrics};
+pub use request::{
+    Algorithm, AttributeAggregation, AttributeGroupingRequest, Caller, ExecuteInput,
+    ExecuteRequest, LabelingProvider, LabelingRequest,
+};
+pub use response::{Centroid, DeviceInfo, ExecuteResponse, LabelingFailure, Member, Metrics};
 pub use run::{RunError, RunProgress, RunRecord, RunRequestRecord, RunState, RunStatus, RunView};

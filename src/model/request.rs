@@ -94,6 +94,8 @@ pub struct LlmLabelingInput {
     pub model_name: Option<String>,
     pub include_keywords: Option<bool>,
     pub include_summary: Option<bool>,
+    /// Dotted attribute paths whose text the labeller reads; default `["text"]`.
+    pub labeling_inputs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -144,7 +146,65 @@ pub struct ExecuteRequest {
     pub include_members: bool,
     pub compute_metrics: bool,
     pub save_artifacts: bool,
+    /// Cluster labelling, when `llm_labeling.enabled`.
+    pub labeling: Option<LabelingRequest>,
+    /// `attribute_based` grouping (required for it, refused for the others).
+    pub attribute_grouping: Option<AttributeGroupingRequest>,
 }
+
+/// Which labeller a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelingProvider {
+    /// `provider` absent: the server's configured provider, else the offline labeller.
+    ServerDefault,
+    Offline,
+    OpenAi,
+}
+
+/// A validated `llm_labeling` with `enabled: true`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelingRequest {
+    pub provider: LabelingProvider,
+    pub model_name: Option<String>,
+    pub include_keywords: bool,
+    pub include_summary: bool,
+    /// Dotted attribute paths holding each document's text (concatenated in this order).
+    pub inputs: Vec<String>,
+    /// Whether `inputs` was given (else it is the default `["text"]`), for error messages.
+    pub inputs_given: bool,
+}
+
+/// How list-valued attributes place a document (`attribute_config.aggregation_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeAggregation {
+    MostFrequent,
+    First,
+    All,
+}
+
+impl AttributeAggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributeAggregation::MostFrequent => "most_frequent",
+            AttributeAggregation::First => "first",
+            AttributeAggregation::All => "all",
+        }
+    }
+}
+
+/// A validated `attribute_config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeGroupingRequest {
+    /// Dotted paths into the documents, outermost level first when hierarchical.
+    pub attributes: Vec<String>,
+    pub hierarchical: bool,
+    pub aggregation: AttributeAggregation,
+}
+
+/// Most attributes one attribute_based request may group by.
+pub const MAX_GROUPING_ATTRIBUTES: usize = 16;
+/// Most text attributes a labelling request may read.
+pub const MAX_LABELING_INPUTS: usize = 8;
 
 /// The caller's identity as established by the transport from its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,12 +291,6 @@ impl ExecuteInput {
             }
             (None, false) => None,
         };
-        if !algorithm.uses_vectors() && vector_name.is_some() {
-            return Err(ApiError::invalid_request(
-                "config.feature_vector",
-                "attribute_based clusters attributes, not vectors; remove feature_vector",
-            ));
-        }
         if let Some(d) = &config.description
             && d.len() > MAX_DESCRIPTION_LEN
         {
@@ -254,22 +308,22 @@ impl ExecuteInput {
                 ),
             ));
         }
-        // Labelling is built in a later release; an enabled labeller is refused rather
-        // than silently skipped. A disabled one means "no labels", which is what we do.
-        if let Some(l) = &config.llm_labeling
-            && l.enabled != Some(false)
-        {
-            return Err(ApiError::unimplemented(
-                "config.llm_labeling",
-                "cluster labelling is not available yet; send \"enabled\": false or omit llm_labeling",
-            ));
-        }
-        if algorithm == Algorithm::AttributeBased {
-            return Err(ApiError::unimplemented(
-                "config.algorithm",
-                "attribute_based clustering is not available yet",
-            ));
-        }
+        let labeling = config
+            .llm_labeling
+            .as_ref()
+            .map(validate_labeling)
+            .transpose()?
+            .flatten();
+        let attribute_grouping = match (&config.attribute_config, algorithm) {
+            (Some(a), Algorithm::AttributeBased) => Some(validate_attribute_config(a)?),
+            (None, Algorithm::AttributeBased) => {
+                return Err(ApiError::invalid_request(
+                    "config.attribute_config",
+                    "is required for attribute_based: give {\"attributes\": [\"<path>\", ...]}",
+                ));
+            }
+            (_, _) => None,
+        };
         let store_results = self.store_results.unwrap_or(true);
         let save_artifacts = self.save_artifacts.unwrap_or(false);
         if save_artifacts && !store_results {
@@ -290,8 +344,108 @@ impl ExecuteInput {
             include_members: self.include_members.unwrap_or(false),
             compute_metrics: self.compute_metrics.unwrap_or(true),
             save_artifacts,
+            labeling,
+            attribute_grouping,
         })
     }
+}
+
+/// `llm_labeling`: None when disabled (`enabled` false or absent: labelling is opt-in).
+fn validate_labeling(l: &LlmLabelingInput) -> ApiResult<Option<LabelingRequest>> {
+    if l.enabled != Some(true) {
+        return Ok(None);
+    }
+    let provider = match l.provider.as_deref() {
+        None => LabelingProvider::ServerDefault,
+        Some("offline") => LabelingProvider::Offline,
+        Some("openai") => LabelingProvider::OpenAi,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(
+                "config.llm_labeling.provider",
+                format!("unknown provider {other:?}; use \"offline\" or \"openai\" (or omit it)"),
+            ));
+        }
+    };
+    if let Some(m) = &l.model_name
+        && (m.is_empty() || m.len() > 256 || m.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_parameter(
+            "config.llm_labeling.model_name",
+            "must be a non-empty model name of at most 256 bytes",
+        ));
+    }
+    let inputs_given = l.labeling_inputs.is_some();
+    let inputs = l
+        .labeling_inputs
+        .clone()
+        .unwrap_or_else(|| vec!["text".to_owned()]);
+    if inputs.is_empty() || inputs.len() > MAX_LABELING_INPUTS {
+        return Err(ApiError::invalid_parameter(
+            "config.llm_labeling.labeling_inputs",
+            format!("must name 1 to {MAX_LABELING_INPUTS} text attributes"),
+        ));
+    }
+    for (i, path) in inputs.iter().enumerate() {
+        validate_attribute_path(&format!("config.llm_labeling.labeling_inputs[{i}]"), path)?;
+    }
+    Ok(Some(LabelingRequest {
+        provider,
+        model_name: l.model_name.clone(),
+        include_keywords: l.include_keywords.unwrap_or(true),
+        include_summary: l.include_summary.unwrap_or(true),
+        inputs,
+        inputs_given,
+    }))
+}
+
+fn validate_attribute_config(a: &AttributeConfigInput) -> ApiResult<AttributeGroupingRequest> {
+    if a.attributes.is_empty() || a.attributes.len() > MAX_GROUPING_ATTRIBUTES {
+        return Err(ApiError::invalid_request(
+            "config.attribute_config.attributes",
+            format!("must name 1 to {MAX_GROUPING_ATTRIBUTES} attributes"),
+        ));
+    }
+    for (i, path) in a.attributes.iter().enumerate() {
+        let field = format!("config.attribute_config.attributes[{i}]");
+        validate_attribute_path(&field, path)?;
+        if a.attributes[..i].contains(path) {
+            return Err(ApiError::invalid_request(
+                &field,
+                format!("{path:?} is listed twice"),
+            ));
+        }
+    }
+    let aggregation = match a.aggregation_method.as_deref() {
+        None | Some("most_frequent") => AttributeAggregation::MostFrequent,
+        Some("first") => AttributeAggregation::First,
+        Some("all") => AttributeAggregation::All,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(
+                "config.attribute_config.aggregation_method",
+                format!("unknown method {other:?}; use most_frequent, first or all"),
+            ));
+        }
+    };
+    Ok(AttributeGroupingRequest {
+        attributes: a.attributes.clone(),
+        hierarchical: a.hierarchical_grouping.unwrap_or(false),
+        aggregation,
+    })
+}
+
+/// A dotted path into a document: non-empty segments, bounded length, no control chars.
+fn validate_attribute_path(field: &str, path: &str) -> ApiResult<()> {
+    if path.is_empty()
+        || path.len() > 256
+        || path.split('.').any(str::is_empty)
+        || path.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid_request(
+            field,
+            "must be a dotted attribute path such as \"category\" or \"metadata.status\"",
+        ));
+    }
+    Ok(())
 }
 
 /// `{"vector_name": "X"}` or `{"feature_address": "mixpeek://extractor@version/X"}`;

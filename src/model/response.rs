@@ -21,6 +21,18 @@ pub struct Centroid {
     pub num_members: usize,
     pub feature_dimensions: usize,
     pub vector_name: String,
+    /// With `llm_labeling`: a short label, keywords and a summary of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keywords: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Hierarchical attribute grouping: the parent node and the depth (0 = top).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_cluster_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +79,16 @@ pub struct ExecuteResponse {
     pub device: DeviceInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
+    /// With `llm_labeling`: the clusters whose provider failed (they keep the offline
+    /// label), each with what happened. Empty when every label came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_labeling_errors: Option<Vec<LabelingFailure>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelingFailure {
+    pub cluster_id: String,
+    pub message: String,
 }
 
 /// `cluster_001`, `cluster_002`, ... (1-based rank by size). With 1000 clusters or more

@@ -106,6 +106,12 @@ pub struct RunRequestRecord {
     pub compute_metrics: bool,
     pub store_results: bool,
     pub save_artifacts: bool,
+    /// Labelling as it ran (provider, model, inputs), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_labeling: Option<serde_json::Value>,
+    /// Attribute grouping as it ran (attribute_based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute_config: Option<serde_json::Value>,
 }
 
 /// `run.json`: the full result, written last.

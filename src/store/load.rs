@@ -31,8 +31,11 @@ use crate::model::{ApiError, ApiResult, Matrix, RunContext, Scope};
 const F_VECTOR: &str = "config.feature_vector";
 const F_COLLECTIONS: &str = "collection_ids";
 
-fn attr_field(k: usize) -> String {
-    format!("config.attribute_config.attributes[{k}]")
+fn attr_field(req: &LoadRequest, k: usize) -> String {
+    req.attribute_fields
+        .get(k)
+        .cloned()
+        .unwrap_or_else(|| format!("config.attribute_config.attributes[{k}]"))
 }
 
 /// One part of one requested collection, with its footer and, after pass 1, the rows
@@ -246,7 +249,7 @@ fn resolve_attributes(
 ) -> ApiResult<Vec<Vec<Option<AttrPath>>>> {
     let mut out = vec![Vec::with_capacity(req.attributes.len()); states.len()];
     for (k, path) in req.attributes.iter().enumerate() {
-        let field = attr_field(k);
+        let field = attr_field(req, k);
         if path.is_empty() {
             return Err(ApiError::invalid_request(&field, "must not be empty"));
         }

@@ -76,6 +76,9 @@ pub struct LoadRequest {
     pub vector_column: Option<String>,
     /// Dotted paths into struct columns, e.g. `metadata.status`.
     pub attributes: Vec<String>,
+    /// The request field that named each attribute, for errors; where absent,
+    /// `config.attribute_config.attributes[k]`.
+    pub attribute_fields: Vec<String>,
     pub sample_size: Option<usize>,
     pub seed: u64,
 }

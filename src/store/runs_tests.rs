@@ -54,6 +54,8 @@ fn record(id: &str) -> RunRecord {
             compute_metrics: true,
             store_results: true,
             save_artifacts: false,
+            llm_labeling: None,
+            attribute_config: None,
         },
         result: ExecuteResponse {
             success: true,
@@ -68,6 +70,7 @@ fn record(id: &str) -> RunRecord {
             members_key: None,
             created_at: ago(Duration::ZERO),
             seed: 0,
+            llm_labeling_errors: None,
             device: DeviceInfo {
                 kind: "cpu".to_owned(),
                 name: "test".to_owned(),

@@ -45,6 +45,7 @@ fn req(ids: &[&str], vector: Option<&str>) -> LoadRequest {
         collection_ids: ids.iter().map(|s| s.to_string()).collect(),
         vector_column: vector.map(str::to_owned),
         attributes: Vec::new(),
+        attribute_fields: Vec::new(),
         sample_size: None,
         seed: 0,
     }

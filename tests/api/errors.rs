@@ -190,21 +190,46 @@ fn cases() -> Vec<Case> {
             grpc: Code::PermissionDenied,
         },
         Case {
-            name: "algorithm not built yet",
+            name: "attribute_based without attribute_config",
             body: with(|b| {
                 b["config"]["algorithm"] = json!("attribute_based");
-                b["config"]["attribute_config"] = json!({"attributes": ["category"]});
-                b["config"]
-                    .as_object_mut()
-                    .map(|c| c.remove("feature_vector"));
                 b["config"]
                     .as_object_mut()
                     .map(|c| c.remove("algorithm_params"));
             }),
-            http: 501,
-            code: "unimplemented",
-            field: Some("config.algorithm"),
-            grpc: Code::Unimplemented,
+            http: 400,
+            code: "invalid_request",
+            field: Some("config.attribute_config"),
+            grpc: Code::InvalidArgument,
+        },
+        Case {
+            name: "attribute path that no collection has",
+            body: with(|b| {
+                b["config"]["algorithm"] = json!("attribute_based");
+                b["config"]["attribute_config"] = json!({"attributes": ["metadata.nope"]});
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("algorithm_params"));
+            }),
+            http: 404,
+            code: "not_found",
+            field: Some("config.attribute_config.attributes[0]"),
+            grpc: Code::NotFound,
+        },
+        Case {
+            name: "unknown aggregation method",
+            body: with(|b| {
+                b["config"]["algorithm"] = json!("attribute_based");
+                b["config"]["attribute_config"] =
+                    json!({"attributes": ["category"], "aggregation_method": "median"});
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("algorithm_params"));
+            }),
+            http: 422,
+            code: "invalid_parameter",
+            field: Some("config.attribute_config.aggregation_method"),
+            grpc: Code::InvalidArgument,
         },
         Case {
             name: "density parameter out of range",

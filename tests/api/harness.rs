@@ -335,8 +335,31 @@ pub fn to_proto(body: &Value) -> pb::ExecuteClusteringRequest {
             }),
             normalize_features: c["normalize_features"].as_bool(),
             description: s(&c["description"]),
-            llm_labeling: None,
-            attribute_config: None,
+            llm_labeling: c["llm_labeling"].is_object().then(|| {
+                let l = &c["llm_labeling"];
+                pb::LlmLabeling {
+                    enabled: l["enabled"].as_bool(),
+                    provider: s(&l["provider"]),
+                    model_name: s(&l["model_name"]),
+                    include_keywords: l["include_keywords"].as_bool(),
+                    include_summary: l["include_summary"].as_bool(),
+                    labeling_inputs: l["labeling_inputs"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(s).collect())
+                        .unwrap_or_default(),
+                }
+            }),
+            attribute_config: c["attribute_config"].is_object().then(|| {
+                let a = &c["attribute_config"];
+                pb::AttributeConfig {
+                    attributes: a["attributes"]
+                        .as_array()
+                        .map(|v| v.iter().filter_map(s).collect())
+                        .unwrap_or_default(),
+                    hierarchical_grouping: a["hierarchical_grouping"].as_bool(),
+                    aggregation_method: s(&a["aggregation_method"]),
+                }
+            }),
         }),
         namespace_id: s(&body["namespace_id"]),
         internal_id: s(&body["internal_id"]),

@@ -2,6 +2,7 @@
 //! gRPC (tonic) and grpcurl.
 
 mod algorithms;
+mod attributes;
 mod auth;
 mod collections;
 mod density;
@@ -10,4 +11,5 @@ mod execute;
 mod gpu;
 mod grpcurl;
 mod harness;
+mod labelling;
 mod runs;

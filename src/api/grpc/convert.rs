@@ -84,6 +84,8 @@ pub fn execute_input(req: pb::ExecuteClusteringRequest) -> ExecuteInput {
                 model_name: l.model_name,
                 include_keywords: l.include_keywords,
                 include_summary: l.include_summary,
+                // A repeated field has no presence: empty means "the default".
+                labeling_inputs: (!l.labeling_inputs.is_empty()).then_some(l.labeling_inputs),
             }),
             attribute_config: c.attribute_config.map(|a| AttributeConfigInput {
                 attributes: a.attributes,
@@ -120,11 +122,11 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
                 num_members: count(c.num_members),
                 feature_dimensions: count(c.feature_dimensions),
                 vector_name: c.vector_name,
-                label: None,
-                keywords: Vec::new(),
-                summary: None,
-                parent_cluster_id: None,
-                level: None,
+                label: c.label,
+                keywords: c.keywords.unwrap_or_default(),
+                summary: c.summary,
+                parent_cluster_id: c.parent_cluster_id,
+                level: c.level.map(count),
             })
             .collect(),
         execution_time_ms: i32::try_from(r.execution_time_ms).unwrap_or(i32::MAX),
@@ -155,6 +157,15 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
                 cluster_id: m.cluster_id,
                 distance_to_centroid: m.distance_to_centroid,
                 probability: m.probability,
+            })
+            .collect(),
+        llm_labeling_errors: r
+            .llm_labeling_errors
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| pb::LabelingError {
+                cluster_id: e.cluster_id,
+                message: e.message,
             })
             .collect(),
     }

@@ -88,6 +88,8 @@ struct LlmLabelingBody {
     include_keywords: Option<bool>,
     #[serde(default)]
     include_summary: Option<bool>,
+    #[serde(default)]
+    labeling_inputs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +129,7 @@ impl From<ExecuteBody> for ExecuteInput {
                     model_name: l.model_name,
                     include_keywords: l.include_keywords,
                     include_summary: l.include_summary,
+                    labeling_inputs: l.labeling_inputs,
                 }),
                 attribute_config: c.attribute_config.map(|a| AttributeConfigInput {
                     attributes: a.attributes,
