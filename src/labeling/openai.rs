@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::tfidf::truncate_chars;
-use super::{ClusterLabel, Corpus, LabelingError, LabelingOptions, Labels, Provider, offline_labels};
+use super::{
+    ClusterLabel, Corpus, LabelingError, LabelingOptions, Labels, Provider, offline_labels,
+};
 
 /// Longest label accepted from the model, in characters.
 const MAX_LABEL_CHARS: usize = 100;
@@ -20,6 +22,8 @@ const MAX_MODEL_KEYWORDS: usize = 10;
 /// Longest wait between attempts (and longest `Retry-After` honoured), unless the configured
 /// base backoff is itself longer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const SYSTEM_PROMPT: &str =
+    "You name clusters of documents. Reply with a single JSON object and nothing else.";
 /// Characters of a server's error body or of an unparsable answer quoted in an error.
 const QUOTED_CHARS: usize = 160;
 
@@ -100,7 +104,10 @@ pub async fn label(
         client: &client,
         config,
         url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
-        model: options.model_name.as_deref().unwrap_or(&config.default_model),
+        model: options
+            .model_name
+            .as_deref()
+            .unwrap_or(&config.default_model),
         options,
     };
     let results: Vec<(usize, Result<ClusterLabel, String>)> = futures::stream::iter(to_label)
@@ -166,22 +173,27 @@ impl Request<'_> {
         for (i, text) in representatives.iter().enumerate() {
             documents.push_str(&format!("{}. {}\n", i + 1, text.trim()));
         }
-        let mut fields = vec![
-            "\"label\": a short name for the cluster (at most 6 words)".to_owned(),
-        ];
+        let mut fields =
+            vec!["\"label\": a short name for the cluster (at most 6 words)".to_owned()];
         if self.options.include_keywords {
             fields.push(format!(
                 "\"keywords\": a list of at most {MAX_MODEL_KEYWORDS} keywords (strings)"
             ));
         }
         if self.options.include_summary {
-            fields.push("\"summary\": one sentence describing what the documents have in common".to_owned());
+            fields.push(
+                "\"summary\": one sentence describing what the documents have in common".to_owned(),
+            );
         }
         let user = format!(
             "Documents of one cluster, the most typical first:\n\n{documents}\n\
              Distinctive keywords of the cluster (c-TF-IDF): {}\n\n\
              Reply with one JSON object with these fields: {}.",
-            if keywords.is_empty() { "(none)".to_owned() } else { keywords.join(", ") },
+            if keywords.is_empty() {
+                "(none)".to_owned()
+            } else {
+                keywords.join(", ")
+            },
             fields.join("; "),
         );
         json!({
@@ -189,7 +201,7 @@ impl Request<'_> {
             "messages": [
                 {
                     "role": "system",
-                    "content": "You name clusters of documents. Reply with a single JSON object and nothing else.",
+                    "content": SYSTEM_PROMPT,
                 },
                 { "role": "user", "content": user },
             ],
@@ -207,17 +219,24 @@ impl Request<'_> {
                     Transient::Status(_, retry_after) => retry_after,
                     _ => None,
                 };
-                tokio::time::sleep(backoff_delay(self.config.backoff, attempt - 1, retry_after)).await;
+                tokio::time::sleep(backoff_delay(self.config.backoff, attempt - 1, retry_after))
+                    .await;
             }
             match self.attempt(body).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(transient) => last = transient,
             }
         }
-        let times = if attempts == 1 { "1 attempt".to_owned() } else { format!("{attempts} attempts") };
+        let times = if attempts == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{attempts} attempts")
+        };
         Err(match last {
             Transient::Status(status, _) => format!("HTTP {} after {times}", status.as_u16()),
-            Transient::Timeout => format!("timed out after {} ({times})", seconds(self.config.timeout)),
+            Transient::Timeout => {
+                format!("timed out after {} ({times})", seconds(self.config.timeout))
+            }
             Transient::Transport(e) => format!("request failed after {times}: {e}"),
         })
     }
@@ -293,15 +312,15 @@ fn redact(message: String, key: Option<&str>) -> String {
 /// The model's `{"label", "keywords", "summary"}` out of a chat-completions response; keeps
 /// keywords and summary only as `options` ask (and requires them then).
 fn parse_answer(response: &str, options: &LabelingOptions) -> Result<ClusterLabel, String> {
-    let response: Value =
-        serde_json::from_str(response).map_err(|e| format!("the response body is not JSON ({e})"))?;
+    let response: Value = serde_json::from_str(response)
+        .map_err(|e| format!("the response body is not JSON ({e})"))?;
     let content = response
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .ok_or("the response has no choices[0].message.content string")?;
     let quoted = || truncate_chars(content.trim(), QUOTED_CHARS).to_owned();
-    let answer: Value = serde_json::from_str(strip_fence(content))
-        .map_err(|e| format!("{e} in {:?}", quoted()))?;
+    let answer: Value =
+        serde_json::from_str(strip_fence(content)).map_err(|e| format!("{e} in {:?}", quoted()))?;
     let answer = answer
         .as_object()
         .ok_or_else(|| format!("not a JSON object: {:?}", quoted()))?;
@@ -312,7 +331,9 @@ fn parse_answer(response: &str, options: &LabelingOptions) -> Result<ClusterLabe
         .filter(|l| !l.is_empty())
         .ok_or("no non-empty \"label\" string")?;
     if label.chars().count() > MAX_LABEL_CHARS {
-        return Err(format!("\"label\" is longer than {MAX_LABEL_CHARS} characters"));
+        return Err(format!(
+            "\"label\" is longer than {MAX_LABEL_CHARS} characters"
+        ));
     }
     let keywords = if options.include_keywords {
         let list = answer
@@ -321,7 +342,9 @@ fn parse_answer(response: &str, options: &LabelingOptions) -> Result<ClusterLabe
             .ok_or("no \"keywords\" list")?;
         let mut keywords = Vec::with_capacity(list.len().min(MAX_MODEL_KEYWORDS));
         for keyword in list {
-            let keyword = keyword.as_str().ok_or("\"keywords\" holds a value that is not a string")?;
+            let keyword = keyword
+                .as_str()
+                .ok_or("\"keywords\" holds a value that is not a string")?;
             let keyword = keyword.trim();
             if !keyword.is_empty() && keywords.len() < MAX_MODEL_KEYWORDS {
                 keywords.push(keyword.to_owned());
@@ -373,7 +396,10 @@ mod tests {
 
     #[test]
     fn answer_in_a_json_code_fence_is_accepted() {
-        let body = completion("```json\n{\"label\": \"Phone chargers\", \"keywords\": [\"usb\", \" \"], \"summary\": \"About chargers.\"}\n```");
+        let body = completion(
+            "```json\n{\"label\": \"Phone chargers\", \"keywords\": [\"usb\", \" \"], \
+             \"summary\": \"About chargers.\"}\n```",
+        );
         let label = parse_answer(&body, &all()).unwrap();
         assert_eq!(label.label, "Phone chargers");
         assert_eq!(label.keywords, ["usb"]);
@@ -403,7 +429,10 @@ mod tests {
             r#"{"label": "L", "keywords": [1], "summary": "S"}"#,
             r#"{"label": "L", "keywords": []}"#,
         ] {
-            assert!(parse_answer(&completion(content), &all()).is_err(), "{content}");
+            assert!(
+                parse_answer(&completion(content), &all()).is_err(),
+                "{content}"
+            );
         }
         let long = json!({"label": "x".repeat(101), "keywords": [], "summary": ""}).to_string();
         assert!(parse_answer(&completion(&long), &all()).is_err());
@@ -420,13 +449,22 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "{retry}: {d:?}");
         }
         assert!(backoff_delay(base, 40, None) <= MAX_BACKOFF);
-        assert_eq!(backoff_delay(Duration::ZERO, 3, Some(Duration::from_secs(2))), Duration::from_secs(2));
-        assert_eq!(backoff_delay(Duration::ZERO, 0, Some(Duration::from_secs(3600))), MAX_BACKOFF);
+        assert_eq!(
+            backoff_delay(Duration::ZERO, 3, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff_delay(Duration::ZERO, 0, Some(Duration::from_secs(3600))),
+            MAX_BACKOFF
+        );
     }
 
     #[test]
     fn key_is_redacted_from_messages() {
-        assert_eq!(redact("echo sk-123 back".into(), Some("sk-123")), "echo <redacted> back");
+        assert_eq!(
+            redact("echo sk-123 back".into(), Some("sk-123")),
+            "echo <redacted> back"
+        );
         assert_eq!(redact("nothing".into(), None), "nothing");
     }
 }

@@ -41,19 +41,33 @@ struct Server {
 }
 
 fn completion(content: &str) -> String {
-    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).to_string()
+    json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+        .to_string()
 }
 
 fn topic_answer(body: &Value) -> String {
-    let prompt = body.pointer("/messages/1/content").and_then(Value::as_str).unwrap_or("");
-    let topic = TOPICS.iter().find(|t| prompt.contains(*t)).copied().unwrap_or("unknown");
-    completion(
-        &json!({"label": format!("All about {topic}"), "keywords": [topic, "llm"], "summary": format!("Texts on {topic}.")})
-            .to_string(),
-    )
+    let prompt = body
+        .pointer("/messages/1/content")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let topic = TOPICS
+        .iter()
+        .find(|t| prompt.contains(*t))
+        .copied()
+        .unwrap_or("unknown");
+    let answer = json!({
+        "label": format!("All about {topic}"),
+        "keywords": [topic, "llm"],
+        "summary": format!("Texts on {topic}."),
+    });
+    completion(&answer.to_string())
 }
 
-async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, String) {
+async fn chat(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, String) {
     let n = server.requests.fetch_add(1, Ordering::SeqCst);
     let now = server.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     server.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -61,7 +75,11 @@ async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, Json(body):
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    server.authorizations.lock().unwrap().push(authorization.clone());
+    server
+        .authorizations
+        .lock()
+        .unwrap()
+        .push(authorization.clone());
     server.bodies.lock().unwrap().push(body.clone());
     let answer = match server.behaviour {
         Behaviour::Answer => (StatusCode::OK, topic_answer(&body)),
@@ -69,11 +87,17 @@ async fn chat(State(server): State<Arc<Server>>, headers: HeaderMap, Json(body):
             tokio::time::sleep(d).await;
             (StatusCode::OK, topic_answer(&body))
         }
-        Behaviour::Status(code) => (StatusCode::from_u16(code).unwrap(), "{\"error\": \"boom\"}".to_owned()),
+        Behaviour::Status(code) => (
+            StatusCode::from_u16(code).unwrap(),
+            "{\"error\": \"boom\"}".to_owned(),
+        ),
         Behaviour::TooManyOnce if n == 0 => (StatusCode::TOO_MANY_REQUESTS, "slow down".to_owned()),
         Behaviour::TooManyOnce => (StatusCode::OK, topic_answer(&body)),
         Behaviour::Malformed => (StatusCode::OK, completion("Sure! The label is: chargers")),
-        Behaviour::EchoAuth => (StatusCode::BAD_REQUEST, format!("bad key {}", authorization.unwrap_or_default())),
+        Behaviour::EchoAuth => (
+            StatusCode::BAD_REQUEST,
+            format!("bad key {}", authorization.unwrap_or_default()),
+        ),
     };
     server.in_flight.fetch_sub(1, Ordering::SeqCst);
     answer
@@ -116,7 +140,10 @@ fn corpus(n_clusters: usize) -> Corpus {
     for c in 0..n_clusters {
         let topic = TOPICS[c % TOPICS.len()];
         for i in 0..5 {
-            builder.add(c, &format!("{topic} review number {i} of the {topic} product"));
+            builder.add(
+                c,
+                &format!("{topic} review number {i} of the {topic} product"),
+            );
         }
         builder.set_representatives(c, vec![format!("Representative {c}: my {topic} story")]);
     }
@@ -127,7 +154,13 @@ fn corpus(n_clusters: usize) -> Corpus {
 async fn server_labels_replace_offline_ones_and_request_carries_model_and_texts() {
     let (server, url) = serve(Behaviour::Answer).await;
     let corpus = corpus(3);
-    let labels = label(&corpus, &LabelingOptions::default(), &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus,
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(labels.errors, []);
     for (c, topic) in TOPICS.iter().enumerate() {
         assert_eq!(
@@ -147,12 +180,27 @@ async fn server_labels_replace_offline_ones_and_request_carries_model_and_texts(
         assert_eq!(body["response_format"]["type"], "json_object");
         assert_eq!(body["messages"][0]["role"], "system");
         let prompt = body["messages"][1]["content"].as_str().unwrap();
-        let c = (0..3).find(|c| prompt.contains(&format!("Representative {c}:"))).unwrap();
-        assert!(prompt.contains(&format!("my {} story", TOPICS[c])), "{prompt}");
-        assert!(prompt.contains(TOPICS[c]), "offline keywords in the prompt: {prompt}");
+        let c = (0..3)
+            .find(|c| prompt.contains(&format!("Representative {c}:")))
+            .unwrap();
+        assert!(
+            prompt.contains(&format!("my {} story", TOPICS[c])),
+            "{prompt}"
+        );
+        assert!(
+            prompt.contains(TOPICS[c]),
+            "offline keywords in the prompt: {prompt}"
+        );
     }
     let bearer = format!("Bearer {KEY}");
-    assert!(server.authorizations.lock().unwrap().iter().all(|a| a.as_deref() == Some(bearer.as_str())));
+    assert!(
+        server
+            .authorizations
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.as_deref() == Some(bearer.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -165,11 +213,21 @@ async fn requested_model_overrides_default_and_no_key_sends_no_authorization() {
         include_summary: false,
         model_name: Some("other-model".into()),
     };
-    let labels = label(&corpus(1), &options, &Provider::OpenAi(config), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus(1),
+        &options,
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(labels.errors, []);
     assert_eq!(
         labels.labels[0],
-        ClusterLabel { label: "All about battery".into(), keywords: vec![], summary: None }
+        ClusterLabel {
+            label: "All about battery".into(),
+            keywords: vec![],
+            summary: None
+        }
     );
     assert_eq!(server.bodies.lock().unwrap()[0]["model"], "other-model");
     assert_eq!(*server.authorizations.lock().unwrap(), [None]);
@@ -180,20 +238,41 @@ async fn server_error_is_retried_max_retries_times_then_offline_label_and_error(
     let (server, url) = serve(Behaviour::Status(500)).await;
     let corpus = corpus(1);
     let options = LabelingOptions::default();
-    let labels = label(&corpus, &options, &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus,
+        &options,
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(server.requests.load(Ordering::SeqCst), 3);
     assert_eq!(labels.labels, offline_labels(&corpus, &options));
-    assert_eq!(labels.errors, [LabelingError { cluster: 0, message: "HTTP 500 after 3 attempts".into() }]);
+    assert_eq!(
+        labels.errors,
+        [LabelingError {
+            cluster: 0,
+            message: "HTTP 500 after 3 attempts".into()
+        }]
+    );
 }
 
 #[tokio::test]
 async fn client_error_is_not_retried_and_the_key_never_appears_in_the_error() {
     let (server, url) = serve(Behaviour::EchoAuth).await;
-    let labels = label(&corpus(1), &LabelingOptions::default(), &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus(1),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
     assert_eq!(labels.errors.len(), 1);
     let message = &labels.errors[0].message;
-    assert!(message.starts_with("HTTP 400: bad key Bearer <redacted>"), "{message}");
+    assert!(
+        message.starts_with("HTTP 400: bad key Bearer <redacted>"),
+        "{message}"
+    );
     assert!(!message.contains(KEY));
 }
 
@@ -206,11 +285,27 @@ async fn slow_server_times_out_to_offline_label_and_error_naming_the_timeout() {
     let corpus = corpus(1);
     let options = LabelingOptions::default();
     let started = Instant::now();
-    let labels = label(&corpus, &options, &Provider::OpenAi(config), &CancellationToken::new()).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let labels = label(
+        &corpus,
+        &options,
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
     assert_eq!(labels.labels, offline_labels(&corpus, &options));
-    assert_eq!(labels.errors, [LabelingError { cluster: 0, message: "timed out after 200ms (2 attempts)".into() }]);
+    assert_eq!(
+        labels.errors,
+        [LabelingError {
+            cluster: 0,
+            message: "timed out after 200ms (2 attempts)".into()
+        }]
+    );
 }
 
 #[tokio::test]
@@ -218,20 +313,49 @@ async fn malformed_answer_keeps_offline_label_with_an_error() {
     let (server, url) = serve(Behaviour::Malformed).await;
     let corpus = corpus(2);
     let options = LabelingOptions::default();
-    let labels = label(&corpus, &options, &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
-    assert_eq!(server.requests.load(Ordering::SeqCst), 2, "a bad answer is not retried");
+    let labels = label(
+        &corpus,
+        &options,
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        2,
+        "a bad answer is not retried"
+    );
     assert_eq!(labels.labels, offline_labels(&corpus, &options));
-    assert_eq!(labels.errors.iter().map(|e| e.cluster).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(
+        labels.errors.iter().map(|e| e.cluster).collect::<Vec<_>>(),
+        [0, 1]
+    );
     for error in &labels.errors {
-        assert!(error.message.starts_with("answer was not the JSON asked for: "), "{}", error.message);
-        assert!(error.message.contains("Sure! The label is"), "{}", error.message);
+        assert!(
+            error
+                .message
+                .starts_with("answer was not the JSON asked for: "),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("Sure! The label is"),
+            "{}",
+            error.message
+        );
     }
 }
 
 #[tokio::test]
 async fn too_many_requests_is_retried_and_then_succeeds() {
     let (server, url) = serve(Behaviour::TooManyOnce).await;
-    let labels = label(&corpus(1), &LabelingOptions::default(), &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus(1),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
     assert_eq!(labels.errors, []);
     assert_eq!(labels.labels[0].label, "All about battery");
@@ -242,7 +366,13 @@ async fn no_more_than_max_concurrency_clusters_are_in_flight() {
     let (server, url) = serve(Behaviour::Sleep(Duration::from_millis(100))).await;
     let mut config = config(url);
     config.max_concurrency = 3;
-    let labels = label(&corpus(9), &LabelingOptions::default(), &Provider::OpenAi(config), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus(9),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(labels.errors, []);
     assert_eq!(server.requests.load(Ordering::SeqCst), 9);
     let max = server.max_in_flight.load(Ordering::SeqCst);
@@ -256,9 +386,21 @@ async fn unreachable_server_is_retried_then_reported_as_a_failed_request() {
     drop(listener);
     let mut config = config(format!("http://{address}/v1"));
     config.max_retries = 1;
-    let labels = label(&corpus(1), &LabelingOptions::default(), &Provider::OpenAi(config), &CancellationToken::new()).await;
+    let labels = label(
+        &corpus(1),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(labels.errors.len(), 1);
-    assert!(labels.errors[0].message.starts_with("request failed after 2 attempts"), "{}", labels.errors[0].message);
+    assert!(
+        labels.errors[0]
+            .message
+            .starts_with("request failed after 2 attempts"),
+        "{}",
+        labels.errors[0].message
+    );
 }
 
 #[tokio::test]
@@ -273,7 +415,12 @@ async fn cancelled_before_start_sends_nothing_and_marks_every_cluster_cancelled(
     assert_eq!(labels.labels, offline_labels(&corpus, &options));
     assert_eq!(
         labels.errors,
-        (0..3).map(|cluster| LabelingError { cluster, message: "cancelled".into() }).collect::<Vec<_>>()
+        (0..3)
+            .map(|cluster| LabelingError {
+                cluster,
+                message: "cancelled".into()
+            })
+            .collect::<Vec<_>>()
     );
 }
 
@@ -291,9 +438,22 @@ async fn cancelling_mid_run_stops_waiting_and_keeps_offline_labels() {
     });
     let corpus = corpus(5);
     let started = Instant::now();
-    let labels = label(&corpus, &LabelingOptions::default(), &Provider::OpenAi(config), &cancel).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    assert_eq!(labels.labels, offline_labels(&corpus, &LabelingOptions::default()));
+    let labels = label(
+        &corpus,
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config),
+        &cancel,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        labels.labels,
+        offline_labels(&corpus, &LabelingOptions::default())
+    );
     assert_eq!(labels.errors.len(), 5);
     assert!(labels.errors.iter().all(|e| e.message == "cancelled"));
 }
@@ -302,7 +462,13 @@ async fn cancelling_mid_run_stops_waiting_and_keeps_offline_labels() {
 async fn offline_provider_gives_offline_labels_without_errors() {
     let corpus = corpus(3);
     let options = LabelingOptions::default();
-    let labels = label(&corpus, &options, &Provider::Offline, &CancellationToken::new()).await;
+    let labels = label(
+        &corpus,
+        &options,
+        &Provider::Offline,
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(labels.labels, offline_labels(&corpus, &options));
     assert_eq!(labels.labels[0].keywords[0], "battery");
     assert!(labels.errors.is_empty());
@@ -313,7 +479,13 @@ async fn clusters_without_text_are_not_sent_to_the_provider() {
     let (server, url) = serve(Behaviour::Answer).await;
     let mut builder = CorpusBuilder::new(2);
     builder.add(1, "pasta with tomato");
-    let labels = label(&builder.finish(), &LabelingOptions::default(), &Provider::OpenAi(config(url)), &CancellationToken::new()).await;
+    let labels = label(
+        &builder.finish(),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config(url)),
+        &CancellationToken::new(),
+    )
+    .await;
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
     assert_eq!(labels.labels[0].label, NO_TEXT_LABEL);
     assert_eq!(labels.labels[1].label, "All about pasta");
@@ -325,5 +497,8 @@ fn debug_of_openai_config_hides_the_key() {
     let config = config("http://127.0.0.1:1/v1".into());
     let debug = format!("{config:?} {:?}", Provider::OpenAi(config.clone()));
     assert!(!debug.contains(KEY), "{debug}");
-    assert!(debug.contains("<redacted>") && debug.contains("test-model"), "{debug}");
+    assert!(
+        debug.contains("<redacted>") && debug.contains("test-model"),
+        "{debug}"
+    );
 }

@@ -3,7 +3,8 @@
 //! The corpus is accumulated row by row: a term → id map plus one sparse count map per
 //! cluster, so memory is O(vocabulary × clusters) whatever the total text size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use super::{ClusterLabel, LabelingOptions};
 
@@ -22,25 +23,23 @@ const SUMMARY_REPRESENTATIVES: usize = 2;
 /// Characters of each representative quoted in the offline summary.
 const SUMMARY_CHARS: usize = 200;
 
-/// Compact English stop-word list (sorted: looked up by binary search). Function words and
-/// the commonest auxiliaries only: content words, even frequent ones, are left to the IDF.
-const STOP_WORDS: &[&str] = &[
-    "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any",
-    "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both",
-    "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few",
-    "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers",
-    "herself", "him", "himself", "his", "how", "if", "in", "into", "is", "it", "its", "itself",
-    "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on",
-    "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same",
-    "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them",
-    "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too",
-    "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
-    "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself",
-    "yourselves",
-];
+/// Compact English stop-word list: function words and the commonest auxiliaries only;
+/// content words, even frequent ones, are left to the IDF.
+const STOP_WORDS: &str = "\
+     about above after again against all also am an and any are as at be because been before \
+     being below between both but by can could did do does doing down during each few for \
+     from further had has have having he her here hers herself him himself his how if in into \
+     is it its itself just me more most my myself no nor not now of off on once only or other \
+     our ours ourselves out over own same she should so some such than that the their theirs \
+     them themselves then there these they this those through to too under until up very was \
+     we were what when where which while who whom why will with would you your yours yourself \
+     yourselves";
+
+static STOP_WORD_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| STOP_WORDS.split_whitespace().collect());
 
 fn is_stop_word(token: &str) -> bool {
-    STOP_WORDS.binary_search(&token).is_ok()
+    STOP_WORD_SET.contains(token)
 }
 
 /// Calls `f` with every kept token of `text`: lowercase runs of alphanumeric characters
@@ -99,7 +98,12 @@ impl CorpusBuilder {
     /// several clusters is added once per membership).
     pub fn add(&mut self, cluster: usize, text: &str) {
         self.ensure_cluster(cluster);
-        let Self { term_ids, terms, counts, .. } = self;
+        let Self {
+            term_ids,
+            terms,
+            counts,
+            ..
+        } = self;
         let counts = &mut counts[cluster];
         for_each_token(text, |token| {
             let id = match term_ids.get(token) {
@@ -167,7 +171,8 @@ impl Corpus {
 
     /// Whether `cluster` has neither a token nor a representative (nothing to label).
     pub fn is_empty_cluster(&self, cluster: usize) -> bool {
-        self.clusters.get(cluster).is_none_or(Vec::is_empty) && self.representatives(cluster).is_empty()
+        self.clusters.get(cluster).is_none_or(Vec::is_empty)
+            && self.representatives(cluster).is_empty()
     }
 
     /// The top `TOP_KEYWORDS` terms of every cluster by c-TF-IDF, best first, ties by term.
@@ -235,7 +240,11 @@ pub fn offline_labels(corpus: &Corpus, options: &LabelingOptions) -> Vec<Cluster
             };
             ClusterLabel {
                 label,
-                keywords: if options.include_keywords { keywords } else { Vec::new() },
+                keywords: if options.include_keywords {
+                    keywords
+                } else {
+                    Vec::new()
+                },
                 summary: if options.include_summary {
                     offline_summary(corpus.representatives(cluster))
                 } else {
@@ -306,7 +315,9 @@ mod tests {
             ["pasta", "recipe", "tomato"],
             ["goalkeeper", "penalty", "stadium"],
         ];
-        let filler = ["customer", "review", "product", "great", "really", "bought", "week"];
+        let filler = [
+            "customer", "review", "product", "great", "really", "bought", "week",
+        ];
         let mut builder = CorpusBuilder::new(3);
         for (c, words) in planted.iter().enumerate() {
             for i in 0..40 {
@@ -322,7 +333,13 @@ mod tests {
                 );
                 builder.add(c, &text);
             }
-            builder.set_representatives(c, vec![format!("{} first", words[0]), format!("{} second", words[1])]);
+            builder.set_representatives(
+                c,
+                vec![
+                    format!("{} first", words[0]),
+                    format!("{} second", words[1]),
+                ],
+            );
         }
         (builder.finish(), planted)
     }
@@ -354,7 +371,9 @@ mod tests {
     #[test]
     fn tokens_are_lowercased_unicode_words() {
         let mut tokens = Vec::new();
-        for_each_token("Café-CRÈME naïve_x 東京 über9 a1 b 99", |t| tokens.push(t.to_owned()));
+        for_each_token("Café-CRÈME naïve_x 東京 über9 a1 b 99", |t| {
+            tokens.push(t.to_owned())
+        });
         assert_eq!(tokens, ["café", "crème", "naïve", "東京", "über9", "a1"]);
     }
 
@@ -370,7 +389,10 @@ mod tests {
         }
         let (a, _) = planted_corpus();
         let (b, _) = planted_corpus();
-        assert_eq!(offline_labels(&a, &options(true, true)), offline_labels(&b, &options(true, true)));
+        assert_eq!(
+            offline_labels(&a, &options(true, true)),
+            offline_labels(&b, &options(true, true))
+        );
     }
 
     #[test]
@@ -384,7 +406,10 @@ mod tests {
             assert_eq!(b.summary, None);
             assert!(!f.keywords.is_empty());
         }
-        assert_eq!(full[0].summary.as_deref(), Some("battery first | charger second"));
+        assert_eq!(
+            full[0].summary.as_deref(),
+            Some("battery first | charger second")
+        );
     }
 
     #[test]
@@ -406,7 +431,12 @@ mod tests {
         builder.set_representatives(0, vec![long; MAX_REPRESENTATIVES + 3]);
         let corpus = builder.finish();
         assert_eq!(corpus.representatives(0).len(), MAX_REPRESENTATIVES);
-        assert!(corpus.representatives(0).iter().all(|r| r.chars().count() == MAX_REPRESENTATIVE_CHARS));
+        assert!(
+            corpus
+                .representatives(0)
+                .iter()
+                .all(|r| r.chars().count() == MAX_REPRESENTATIVE_CHARS)
+        );
     }
 
     #[test]
@@ -426,6 +456,9 @@ mod tests {
         builder.add(2, "meteor");
         let corpus = builder.finish();
         assert_eq!(corpus.n_clusters(), 3);
-        assert_eq!(offline_labels(&corpus, &options(true, false))[2].label, "meteor");
+        assert_eq!(
+            offline_labels(&corpus, &options(true, false))[2].label,
+            "meteor"
+        );
     }
 }
