@@ -493,6 +493,16 @@ async fn clusters_without_text_are_not_sent_to_the_provider() {
 }
 
 #[test]
+fn labelling_future_can_be_spawned_on_a_multi_thread_runtime() {
+    fn assert_send<T: Send>(_: &T) {}
+    let corpus = corpus(1);
+    let options = LabelingOptions::default();
+    let provider = Provider::OpenAi(config("http://127.0.0.1:1/v1".into()));
+    let cancel = CancellationToken::new();
+    assert_send(&label(&corpus, &options, &provider, &cancel));
+}
+
+#[test]
 fn debug_of_openai_config_hides_the_key() {
     let config = config("http://127.0.0.1:1/v1".into());
     let debug = format!("{config:?} {:?}", Provider::OpenAi(config.clone()));
