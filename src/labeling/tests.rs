@@ -404,6 +404,33 @@ async fn unreachable_server_is_retried_then_reported_as_a_failed_request() {
 }
 
 #[tokio::test]
+async fn malformed_base_url_is_reported_per_cluster_without_retries() {
+    let started = Instant::now();
+    let mut config = config("not a url".into());
+    config.backoff = Duration::from_secs(5);
+    let labels = label(
+        &corpus(2),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(labels.errors.len(), 2);
+    for error in &labels.errors {
+        assert!(
+            error.message.starts_with("request failed: "),
+            "{}",
+            error.message
+        );
+    }
+}
+
+#[tokio::test]
 async fn cancelled_before_start_sends_nothing_and_marks_every_cluster_cancelled() {
     let (server, url) = serve(Behaviour::Answer).await;
     let cancel = CancellationToken::new();
