@@ -22,6 +22,8 @@ const MAX_MODEL_KEYWORDS: usize = 10;
 /// Longest wait between attempts (and longest `Retry-After` honoured), unless the configured
 /// base backoff is itself longer.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const SYSTEM_PROMPT: &str =
+    "You name clusters of documents. Reply with a single JSON object and nothing else.";
 /// Characters of a server's error body or of an unparsable answer quoted in an error.
 const QUOTED_CHARS: usize = 160;
 
@@ -199,7 +201,7 @@ impl Request<'_> {
             "messages": [
                 {
                     "role": "system",
-                    "content": "You name clusters of documents. Reply with a single JSON object and nothing else.",
+                    "content": SYSTEM_PROMPT,
                 },
                 { "role": "user", "content": user },
             ],
@@ -395,7 +397,8 @@ mod tests {
     #[test]
     fn answer_in_a_json_code_fence_is_accepted() {
         let body = completion(
-            "```json\n{\"label\": \"Phone chargers\", \"keywords\": [\"usb\", \" \"], \"summary\": \"About chargers.\"}\n```",
+            "```json\n{\"label\": \"Phone chargers\", \"keywords\": [\"usb\", \" \"], \
+             \"summary\": \"About chargers.\"}\n```",
         );
         let label = parse_answer(&body, &all()).unwrap();
         assert_eq!(label.label, "Phone chargers");

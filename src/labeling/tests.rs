@@ -55,10 +55,12 @@ fn topic_answer(body: &Value) -> String {
         .find(|t| prompt.contains(*t))
         .copied()
         .unwrap_or("unknown");
-    completion(
-        &json!({"label": format!("All about {topic}"), "keywords": [topic, "llm"], "summary": format!("Texts on {topic}.")})
-            .to_string(),
-    )
+    let answer = json!({
+        "label": format!("All about {topic}"),
+        "keywords": [topic, "llm"],
+        "summary": format!("Texts on {topic}."),
+    });
+    completion(&answer.to_string())
 }
 
 async fn chat(
@@ -402,6 +404,33 @@ async fn unreachable_server_is_retried_then_reported_as_a_failed_request() {
 }
 
 #[tokio::test]
+async fn malformed_base_url_is_reported_per_cluster_without_retries() {
+    let started = Instant::now();
+    let mut config = config("not a url".into());
+    config.backoff = Duration::from_secs(5);
+    let labels = label(
+        &corpus(2),
+        &LabelingOptions::default(),
+        &Provider::OpenAi(config),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(labels.errors.len(), 2);
+    for error in &labels.errors {
+        assert!(
+            error.message.starts_with("request failed: "),
+            "{}",
+            error.message
+        );
+    }
+}
+
+#[tokio::test]
 async fn cancelled_before_start_sends_nothing_and_marks_every_cluster_cancelled() {
     let (server, url) = serve(Behaviour::Answer).await;
     let cancel = CancellationToken::new();
@@ -488,6 +517,16 @@ async fn clusters_without_text_are_not_sent_to_the_provider() {
     assert_eq!(labels.labels[0].label, NO_TEXT_LABEL);
     assert_eq!(labels.labels[1].label, "All about pasta");
     assert!(labels.errors.is_empty());
+}
+
+#[test]
+fn labelling_future_can_be_spawned_on_a_multi_thread_runtime() {
+    fn assert_send<T: Send>(_: &T) {}
+    let corpus = corpus(1);
+    let options = LabelingOptions::default();
+    let provider = Provider::OpenAi(config("http://127.0.0.1:1/v1".into()));
+    let cancel = CancellationToken::new();
+    assert_send(&label(&corpus, &options, &provider, &cancel));
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! The corpus is accumulated row by row: a term → id map plus one sparse count map per
 //! cluster, so memory is O(vocabulary × clusters) whatever the total text size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use super::{ClusterLabel, LabelingOptions};
 
@@ -22,138 +23,23 @@ const SUMMARY_REPRESENTATIVES: usize = 2;
 /// Characters of each representative quoted in the offline summary.
 const SUMMARY_CHARS: usize = 200;
 
-/// Compact English stop-word list (sorted: looked up by binary search). Function words and
-/// the commonest auxiliaries only: content words, even frequent ones, are left to the IDF.
-const STOP_WORDS: &[&str] = &[
-    "about",
-    "above",
-    "after",
-    "again",
-    "against",
-    "all",
-    "also",
-    "am",
-    "an",
-    "and",
-    "any",
-    "are",
-    "as",
-    "at",
-    "be",
-    "because",
-    "been",
-    "before",
-    "being",
-    "below",
-    "between",
-    "both",
-    "but",
-    "by",
-    "can",
-    "could",
-    "did",
-    "do",
-    "does",
-    "doing",
-    "down",
-    "during",
-    "each",
-    "few",
-    "for",
-    "from",
-    "further",
-    "had",
-    "has",
-    "have",
-    "having",
-    "he",
-    "her",
-    "here",
-    "hers",
-    "herself",
-    "him",
-    "himself",
-    "his",
-    "how",
-    "if",
-    "in",
-    "into",
-    "is",
-    "it",
-    "its",
-    "itself",
-    "just",
-    "me",
-    "more",
-    "most",
-    "my",
-    "myself",
-    "no",
-    "nor",
-    "not",
-    "now",
-    "of",
-    "off",
-    "on",
-    "once",
-    "only",
-    "or",
-    "other",
-    "our",
-    "ours",
-    "ourselves",
-    "out",
-    "over",
-    "own",
-    "same",
-    "she",
-    "should",
-    "so",
-    "some",
-    "such",
-    "than",
-    "that",
-    "the",
-    "their",
-    "theirs",
-    "them",
-    "themselves",
-    "then",
-    "there",
-    "these",
-    "they",
-    "this",
-    "those",
-    "through",
-    "to",
-    "too",
-    "under",
-    "until",
-    "up",
-    "very",
-    "was",
-    "we",
-    "were",
-    "what",
-    "when",
-    "where",
-    "which",
-    "while",
-    "who",
-    "whom",
-    "why",
-    "will",
-    "with",
-    "would",
-    "you",
-    "your",
-    "yours",
-    "yourself",
-    "yourselves",
-];
+/// Compact English stop-word list: function words and the commonest auxiliaries only;
+/// content words, even frequent ones, are left to the IDF.
+const STOP_WORDS: &str = "\
+     about above after again against all also am an and any are as at be because been before \
+     being below between both but by can could did do does doing down during each few for \
+     from further had has have having he her here hers herself him himself his how if in into \
+     is it its itself just me more most my myself no nor not now of off on once only or other \
+     our ours ourselves out over own same she should so some such than that the their theirs \
+     them themselves then there these they this those through to too under until up very was \
+     we were what when where which while who whom why will with would you your yours yourself \
+     yourselves";
+
+static STOP_WORD_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| STOP_WORDS.split_whitespace().collect());
 
 fn is_stop_word(token: &str) -> bool {
-    STOP_WORDS.binary_search(&token).is_ok()
+    STOP_WORD_SET.contains(token)
 }
 
 /// Calls `f` with every kept token of `text`: lowercase runs of alphanumeric characters
@@ -290,10 +176,20 @@ impl Corpus {
     }
 
     /// The top `TOP_KEYWORDS` terms of every cluster by c-TF-IDF, best first, ties by term.
+    pub fn keywords(&self) -> Vec<Vec<String>> {
+        self.keyword_scores()
+            .into_iter()
+            .map(|scored| scored.into_iter().map(|(term, _)| term).collect())
+            .collect()
+    }
+
+    /// [`Corpus::keywords`] with their c-TF-IDF scores.
     ///
     /// tf_{t,c} = count of t in c / tokens in c; idf_t = ln(1 + A / f_t) with A the average
-    /// tokens per cluster and f_t the count of t over all clusters (BERTopic's c-TF-IDF).
-    pub fn keywords(&self) -> Vec<Vec<String>> {
+    /// tokens per cluster and f_t the count of t over all clusters (BERTopic's c-TF-IDF,
+    /// except that BERTopic truncates A to an integer; a float A keeps tiny corpora, with
+    /// fewer tokens than clusters, from scoring every term 0).
+    pub fn keyword_scores(&self) -> Vec<Vec<(String, f64)>> {
         let mut frequency = vec![0u64; self.terms.len()];
         let mut total = 0u64;
         for counts in &self.clusters {
@@ -307,6 +203,8 @@ impl Corpus {
         } else {
             total as f64 / self.clusters.len() as f64
         };
+        let best_first =
+            |a: &(f64, &str), b: &(f64, &str)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1));
         self.clusters
             .iter()
             .map(|counts| {
@@ -322,11 +220,16 @@ impl Corpus {
                         (tf * idf, self.terms[id as usize].as_str())
                     })
                     .collect();
-                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+                // Only the top few are wanted: select them before sorting (a large
+                // cluster's vocabulary can be tens of thousands of terms).
+                if scored.len() > TOP_KEYWORDS {
+                    scored.select_nth_unstable_by(TOP_KEYWORDS - 1, best_first);
+                    scored.truncate(TOP_KEYWORDS);
+                }
+                scored.sort_by(best_first);
                 scored
                     .into_iter()
-                    .take(TOP_KEYWORDS)
-                    .map(|(_, t)| t.to_owned())
+                    .map(|(score, term)| (term.to_owned(), score))
                     .collect()
             })
             .collect()
@@ -470,6 +373,46 @@ mod tests {
             assert_eq!(label.label, label.keywords[..3].join(" · "));
             assert_eq!(label.keywords.len(), TOP_KEYWORDS);
         }
+    }
+
+    #[test]
+    fn scores_follow_the_class_based_tf_idf_formula() {
+        let mut builder = CorpusBuilder::new(2);
+        builder.add(0, "apple apple");
+        builder.add(0, "banana");
+        builder.add(1, "banana cherry");
+        let scores = builder.finish().keyword_scores();
+        // A = 5 tokens / 2 clusters; f_apple = f_banana = 2, f_cherry = 1.
+        let idf = |f: f64| (1.0 + 2.5 / f).ln();
+        let expected = [
+            vec![
+                ("apple", 2.0 / 3.0 * idf(2.0)),
+                ("banana", 1.0 / 3.0 * idf(2.0)),
+            ],
+            vec![("cherry", 0.5 * idf(1.0)), ("banana", 0.5 * idf(2.0))],
+        ];
+        for (got, want) in scores.iter().zip(&expected) {
+            assert_eq!(got.len(), want.len());
+            for ((term, score), (want_term, want_score)) in got.iter().zip(want) {
+                assert_eq!(term, want_term);
+                assert!(
+                    (score - want_score).abs() < 1e-12,
+                    "{term}: {score} vs {want_score}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_keywords_of_a_large_vocabulary_are_the_best_scored_in_order() {
+        let mut builder = CorpusBuilder::new(1);
+        // Term `wNN` occurs NN times: the top ten are w60 down to w51.
+        for n in 1..=60 {
+            builder.add(0, &format!("w{n} ").repeat(n));
+        }
+        let keywords = builder.finish().keywords();
+        let expected: Vec<String> = (51..=60).rev().map(|n| format!("w{n}")).collect();
+        assert_eq!(keywords[0], expected);
     }
 
     #[test]
