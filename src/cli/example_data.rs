@@ -1,5 +1,6 @@
 //! A small, realistic example collection: Gaussian clusters in an embedding space, a
-//! `category` attribute and a nested `metadata` struct, written as Parquet.
+//! `category` attribute, a `text` per document (words typical of its category, so that
+//! labelling has something to find) and a nested `metadata` struct, written as Parquet.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -35,6 +36,23 @@ pub struct ExampleArgs {
 
 const CATEGORIES: [&str; 5] = ["electronics", "books", "garden", "toys", "music"];
 const STATUSES: [&str; 3] = ["active", "archived", "draft"];
+/// Words typical of each category, and filler every text shares.
+const CATEGORY_WORDS: [[&str; 4]; 5] = [
+    ["battery", "charger", "screen", "wireless"],
+    ["novel", "author", "chapter", "paperback"],
+    ["soil", "seeds", "watering", "compost"],
+    ["puzzle", "lego", "doll", "playset"],
+    ["vinyl", "guitar", "album", "concert"],
+];
+const FILLER: [&str; 6] = ["great", "value", "would", "recommend", "fast", "delivery"];
+
+/// A short review: two words of the category, two of filler.
+fn review(rng: &mut ChaCha8Rng, category: usize) -> String {
+    let words = &CATEGORY_WORDS[category % CATEGORY_WORDS.len()];
+    let w = |rng: &mut ChaCha8Rng| words[rng.random_range(0..words.len())];
+    let f = |rng: &mut ChaCha8Rng| FILLER[rng.random_range(0..FILLER.len())];
+    format!("{} {} {} {}", f(rng), w(rng), f(rng), w(rng))
+}
 
 fn normal(rng: &mut ChaCha8Rng) -> f32 {
     // Box–Muller: keeps the example generator free of another dependency.
@@ -61,6 +79,9 @@ pub fn write(args: &ExampleArgs) -> Result<(), String> {
     let mut vectors = FixedSizeListBuilder::new(Float32Builder::new(), dim)
         .with_field(Arc::new(Field::new("item", DataType::Float32, false)));
     let mut categories = StringBuilder::new();
+    let mut texts = StringBuilder::new();
+    // Its own stream, so that the vectors and attributes are those of earlier versions.
+    let mut text_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x7e57);
     let mut statuses = Vec::with_capacity(args.documents);
     let mut priorities = Vec::with_capacity(args.documents);
     for i in 0..args.documents {
@@ -71,6 +92,7 @@ pub fn write(args: &ExampleArgs) -> Result<(), String> {
         }
         vectors.append(true);
         categories.append_value(CATEGORIES[c % CATEGORIES.len()]);
+        texts.append_value(review(&mut text_rng, c));
         statuses.push(STATUSES[rng.random_range(0..STATUSES.len())]);
         priorities.push(rng.random_range(1..=3i64));
     }
@@ -91,6 +113,7 @@ pub fn write(args: &ExampleArgs) -> Result<(), String> {
         Field::new("document_id", DataType::Utf8, false),
         Field::new(&args.vector_name, vectors.data_type().clone(), false),
         Field::new("category", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, true),
         Field::new("metadata", DataType::Struct(metadata_fields), true),
     ]));
     let batch = RecordBatch::try_new(
@@ -99,6 +122,7 @@ pub fn write(args: &ExampleArgs) -> Result<(), String> {
             Arc::new(ids.finish()),
             Arc::new(vectors),
             Arc::new(categories.finish()),
+            Arc::new(texts.finish()),
             Arc::new(metadata),
         ],
     )

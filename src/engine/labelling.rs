@@ -8,10 +8,6 @@ use std::collections::BinaryHeap;
 use crate::labeling::{self, CorpusBuilder, LabelingOptions, Labels, Provider};
 use crate::model::{ApiError, ApiResult, LabelingProvider, LabelingRequest};
 
-/// Representative texts per cluster (nearest the centre first) and their length cap.
-const REPRESENTATIVES: usize = 5;
-const REPRESENTATIVE_CHARS: usize = 1000;
-
 /// The provider a request gets: `offline` always works; `openai` only where the server
 /// has one configured; no provider means the server's.
 pub fn provider_for(req: &LabelingRequest, configured: &Provider) -> ApiResult<Provider> {
@@ -117,13 +113,6 @@ impl Nearest {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s[..i].to_owned(),
-        None => s.to_owned(),
-    }
-}
-
 /// Build the corpus of `n_clusters` clusters from `(cluster, row, distance)` memberships
 /// (distance None: no centre, so the first members represent the cluster). One pass; the
 /// texts themselves are not kept beyond the representatives.
@@ -133,7 +122,8 @@ pub fn corpus(
     texts: &[Vec<Vec<String>>],
 ) -> labeling::Corpus {
     let mut builder = CorpusBuilder::new(n_clusters);
-    let mut nearest = Nearest::new(n_clusters, REPRESENTATIVES);
+    // The corpus keeps (and cuts) at most this many; only those texts are built twice.
+    let mut nearest = Nearest::new(n_clusters, labeling::MAX_REPRESENTATIVES);
     for (cluster, row, distance) in memberships.filter(|m| m.0 < n_clusters) {
         let text = row_text(texts, row);
         if text.trim().is_empty() {
@@ -143,10 +133,7 @@ pub fn corpus(
         nearest.offer(cluster, row, distance);
     }
     for (cluster, rows) in nearest.into_rows().into_iter().enumerate() {
-        let representatives = rows
-            .into_iter()
-            .map(|row| truncate_chars(&row_text(texts, row), REPRESENTATIVE_CHARS))
-            .collect();
+        let representatives = rows.into_iter().map(|row| row_text(texts, row)).collect();
         builder.set_representatives(cluster, representatives);
     }
     builder.finish()
@@ -191,12 +178,6 @@ mod tests {
             n.offer(c, row, d);
         }
         assert_eq!(n.into_rows(), vec![vec![3, 1, 2], vec![4, 5]]);
-    }
-
-    #[test]
-    fn long_texts_are_cut_at_a_character_boundary() {
-        assert_eq!(truncate_chars("ééé", 2), "éé");
-        assert_eq!(truncate_chars("ab", 5), "ab");
     }
 
     #[test]
