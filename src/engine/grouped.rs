@@ -9,7 +9,7 @@ use crate::algorithms::attribute_grouping::{self, Grouping};
 use crate::model::response::cluster_id;
 use crate::model::{Centroid, Matrix};
 
-use super::result::{Membership, Rendered};
+use super::result::{Membership, Rendered, euclidean};
 
 /// The groups as public clusters, ranked by size (largest first; ties by group order).
 /// Returns the rendered result and the group index of each rank.
@@ -110,17 +110,6 @@ fn group_means(grouping: &Grouping, x: &Matrix) -> Matrix {
         }
     }
     means
-}
-
-fn euclidean(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(&a, &b)| {
-            let t = f64::from(a) - f64::from(b);
-            t * t
-        })
-        .sum::<f64>()
-        .sqrt() as f32
 }
 
 /// One label per row for the metrics: the row's leaf, when every row is in exactly one.

@@ -77,7 +77,7 @@ impl Labelled {
 }
 
 /// Euclidean distance in f64, rounded once to f32.
-fn euclidean(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn euclidean(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(&a, &b)| {

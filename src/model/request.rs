@@ -326,6 +326,13 @@ impl ExecuteInput {
         };
         let store_results = self.store_results.unwrap_or(true);
         let save_artifacts = self.save_artifacts.unwrap_or(false);
+        if save_artifacts && vector_name.is_none() {
+            return Err(ApiError::invalid_request(
+                "save_artifacts",
+                "sample.parquet holds the clustered vectors and their 2-D projection; \
+                 attribute_based without a feature_vector has neither",
+            ));
+        }
         if save_artifacts && !store_results {
             return Err(ApiError::invalid_request(
                 "save_artifacts",

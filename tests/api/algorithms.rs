@@ -219,12 +219,7 @@ async fn gaussian_mixture_streams_em_progress_and_stores_member_probabilities() 
         )
         .await;
     assert_eq!(status, 200);
-    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .expect("a Parquet file")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches");
+    let batches = read_parquet(bytes);
     let mut stored = 0;
     for b in &batches {
         let p = b

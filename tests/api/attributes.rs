@@ -39,16 +39,7 @@ async fn server_with_products() -> TestServer {
             })
         })
         .collect();
-    let (status, body) = server
-        .send(
-            reqwest::Method::POST,
-            "/v1/collections/products/documents",
-            Some(KEY_A),
-            NS,
-            Some(&json!({ "documents": docs })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    upload_json_documents(&server, "products", docs).await;
     server
 }
 
@@ -194,12 +185,7 @@ async fn hierarchical_groups_form_a_tree_of_clusters_over_grpc_and_in_clusters_p
         )
         .await;
     assert_eq!(status, 200);
-    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .expect("Parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches");
+    let batches = read_parquet(bytes);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 6);
     for b in &batches {

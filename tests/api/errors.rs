@@ -217,6 +217,24 @@ fn cases() -> Vec<Case> {
             grpc: Code::NotFound,
         },
         Case {
+            name: "artifacts of a run without vectors",
+            body: with(|b| {
+                b["config"]["algorithm"] = json!("attribute_based");
+                b["config"]["attribute_config"] = json!({"attributes": ["category"]});
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("algorithm_params"));
+                b["config"]
+                    .as_object_mut()
+                    .map(|c| c.remove("feature_vector"));
+                b["save_artifacts"] = json!(true);
+            }),
+            http: 400,
+            code: "invalid_request",
+            field: Some("save_artifacts"),
+            grpc: Code::InvalidArgument,
+        },
+        Case {
             name: "unknown aggregation method",
             body: with(|b| {
                 b["config"]["algorithm"] = json!("attribute_based");

@@ -446,15 +446,8 @@ pub fn row_document_id(i: usize) -> String {
     format!("p{i:04}")
 }
 
-/// Upload a fixture's `data` rows as JSON documents (`embedding` vectors) into `collection`.
-pub async fn upload_fixture_rows(server: &TestServer, collection: &str, fixture: &Value) {
-    let docs: Vec<Value> = fixture["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .enumerate()
-        .map(|(i, row)| serde_json::json!({"document_id": row_document_id(i), "embedding": row}))
-        .collect();
+/// Upload JSON documents into `collection` (organisation A, namespace NS).
+pub async fn upload_json_documents(server: &TestServer, collection: &str, docs: Vec<Value>) {
     let (status, body) = server
         .send(
             reqwest::Method::POST,
@@ -465,6 +458,28 @@ pub async fn upload_fixture_rows(server: &TestServer, collection: &str, fixture:
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Upload a fixture's `data` rows as JSON documents (`embedding` vectors) into `collection`.
+pub async fn upload_fixture_rows(server: &TestServer, collection: &str, fixture: &Value) {
+    let docs: Vec<Value> = fixture["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .enumerate()
+        .map(|(i, row)| serde_json::json!({"document_id": row_document_id(i), "embedding": row}))
+        .collect();
+    upload_json_documents(server, collection, docs).await;
+}
+
+/// Every record batch of a Parquet file.
+pub fn read_parquet(bytes: bytes::Bytes) -> Vec<arrow_array::RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("a Parquet file")
+        .build()
+        .expect("reader")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("batches")
 }
 
 /// Labels in fixture row order from (document_id, cluster_id) members: noise is −1, every

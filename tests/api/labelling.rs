@@ -42,16 +42,7 @@ async fn server_with_planted_texts(opts: Options) -> TestServer {
             json!({"document_id": format!("d{i:03}"), "embedding": v, "text": text})
         })
         .collect();
-    let (status, body) = server
-        .send(
-            reqwest::Method::POST,
-            "/v1/collections/texts/documents",
-            Some(KEY_A),
-            NS,
-            Some(&json!({ "documents": docs })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    upload_json_documents(&server, "texts", docs).await;
     server
 }
 
@@ -113,12 +104,7 @@ async fn offline_labels_name_each_cluster_by_its_planted_words_everywhere_they_a
         )
         .await;
     assert_eq!(status, 200);
-    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .expect("Parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches");
+    let batches = read_parquet(bytes);
     let labels: Vec<String> = batches
         .iter()
         .flat_map(|b| {

@@ -2,8 +2,6 @@
 //! Parquet, isolation, and interrupted runs.
 
 use arrow_array::{Array, RecordBatch, StringArray};
-use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -14,15 +12,6 @@ async fn get_json(server: &TestServer, key: &str, path: &str) -> (u16, Value) {
     server
         .send(reqwest::Method::GET, path, Some(key), NS, None)
         .await
-}
-
-fn read_parquet(bytes: Bytes) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .expect("a Parquet file")
-        .build()
-        .expect("reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("batches")
 }
 
 fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
