@@ -94,6 +94,15 @@ struct ServeArgs {
     /// Clusters labelled by the provider at once.
     #[arg(long, env = "CLUSTERD_LLM_CONCURRENCY", default_value_t = 4)]
     llm_concurrency: usize,
+    /// Seconds without a heartbeat after which start-up marks a `running` run as
+    /// `failed: interrupted` (its server died). Keep it well above the 5 s heartbeat when
+    /// several servers share a store.
+    #[arg(long, env = "CLUSTERD_RUN_STALE_AFTER_S", default_value_t = 60)]
+    run_stale_after_s: u64,
+    /// Seconds a SIGTERM waits for running work to reach a checkpoint and be recorded
+    /// before the process exits anyway.
+    #[arg(long, env = "CLUSTERD_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    shutdown_grace_s: u64,
 }
 
 /// The labelling provider the flags describe.
@@ -187,6 +196,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             max_members: args.max_members,
             device: args.device,
             labeling,
+            stale_after: Duration::from_secs(args.run_stale_after_s.max(1)),
             ..EngineConfig::default()
         },
     )
@@ -225,14 +235,30 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         );
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
+        let engine = state.engine.clone();
+        let grace = Duration::from_secs(args.shutdown_grace_s);
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
+            // Stop accepting, and stop every run at its next checkpoint: each handler
+            // then records its run as cancelled and answers, and the servers drain.
+            tracing::info!(grace_s = grace.as_secs(), "shutting down");
             trigger.cancel();
+            engine.shut_down();
         });
-        serve(state, listeners, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        let drained = shutdown.clone();
+        let served = serve(state, listeners, shutdown);
+        tokio::pin!(served);
+        tokio::select! {
+            out = &mut served => out.map_err(|e| e.to_string()),
+            // A run that cannot reach a checkpoint in time must not hold the process.
+            _ = async {
+                drained.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("shutdown grace period over; exiting with work unfinished");
+                Ok(())
+            }
+        }
     })
 }
 

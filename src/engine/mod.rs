@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::algorithms::attribute_grouping::{self, Aggregation, GroupingOptions};
 use crate::algorithms::projection;
@@ -47,6 +48,10 @@ pub struct EngineConfig {
     /// Where `llm_labeling` labels come from when a request does not say (and whether
     /// `provider: "openai"` is available at all).
     pub labeling: Provider,
+    /// A run whose heartbeat is older than this when a server starts was left by a dead
+    /// server: start-up marks it `failed: interrupted`. Several servers may share one
+    /// store, so a live one's runs must stay fresher than this (heartbeat every 5 s).
+    pub stale_after: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +63,7 @@ impl Default for EngineConfig {
             device: gpu::DevicePreference::Auto,
             metrics: MetricsOptions::default(),
             labeling: Provider::Offline,
+            stale_after: STALE_AFTER,
         }
     }
 }
@@ -77,6 +83,9 @@ pub struct Engine {
     device: gpu::SelectedDevice,
     /// Names this server process in run status files.
     instance_id: String,
+    /// Fired when the server shuts down: every run stops at its next checkpoint and is
+    /// recorded as cancelled.
+    shutdown: CancellationToken,
 }
 
 /// What the computation produced, before it is ranked, stored and rendered.
@@ -128,6 +137,7 @@ impl Engine {
             config,
             device,
             instance_id: format!("{}-{instance:016x}", std::process::id()),
+            shutdown: CancellationToken::new(),
         })
     }
 
@@ -137,6 +147,12 @@ impl Engine {
 
     pub fn device_info(&self) -> DeviceInfo {
         self.device.info()
+    }
+
+    /// Stop every run at its next checkpoint (graceful shutdown); runs started later are
+    /// cancelled at once.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
     }
 
     /// Run one clustering request. `ctx` carries the caller's cancel token and progress
@@ -158,6 +174,16 @@ impl Engine {
             .as_ref()
             .map(|l| labelling::provider_for(l, &self.config.labeling))
             .transpose()?;
+        // Shutdown cancels the run like a caller going away; the watcher ends with the run.
+        let run_done = CancellationToken::new();
+        let _run_done = run_done.clone().drop_guard();
+        let (shutdown, run_token) = (self.shutdown.clone(), ctx.cancel_token().clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => run_token.cancel(),
+                _ = run_done.cancelled() => {}
+            }
+        });
         let _slot = self.admission.enter(ctx.cancel_token()).await?;
         tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
             algorithm = req.algorithm.as_str(), "run started");
@@ -694,7 +720,9 @@ impl Engine {
 
     /// Runs left `running` by a server that died become `failed: interrupted`.
     pub async fn recover_interrupted_runs(&self) -> ApiResult<usize> {
-        self.store.recover_interrupted_runs(STALE_AFTER).await
+        self.store
+            .recover_interrupted_runs(self.config.stale_after)
+            .await
     }
 }
 

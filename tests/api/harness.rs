@@ -30,7 +30,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_clusterd")
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "clusterd-it-{}-{}-{}",
@@ -45,6 +45,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 pub struct TestServer {
     child: Child,
+    /// Left in place on drop (a later server restarts on it).
+    keep_dir: bool,
     pub dir: PathBuf,
     pub grpc: String,
     pub http: String,
@@ -79,7 +81,7 @@ impl TestServer {
         Self::start_in_with(dir.to_path_buf(), Options::default())
     }
 
-    fn start_in_with(dir: PathBuf, opts: Options) -> Self {
+    pub fn start_in_with(dir: PathBuf, opts: Options) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--store")
@@ -108,6 +110,7 @@ impl TestServer {
         });
         TestServer {
             child,
+            keep_dir: false,
             grpc: ready["grpc"].as_str().expect("grpc addr").to_owned(),
             http: ready["http"].as_str().expect("http addr").to_owned(),
             dir,
@@ -215,11 +218,43 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash: nothing gets to run. The store stays for a restart.
+    pub fn kill_keeping_store(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+
+    /// Wait up to `timeout` for the process to exit by itself; the store stays.
+    pub fn wait_exit(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> (Option<std::process::ExitStatus>, PathBuf) {
+        let deadline = std::time::Instant::now() + timeout;
+        self.keep_dir = true;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), self.dir.clone());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (None, self.dir.clone())
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -12,4 +12,5 @@ mod gpu;
 mod grpcurl;
 mod harness;
 mod labelling;
+mod lifecycle;
 mod runs;
