@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,9 @@ pub struct RunRecorder {
     scope: Scope,
     status: Arc<Mutex<RunStatus>>,
     stop: CancellationToken,
+    /// Woken when the run enters a new stage, so readers see stages as they begin rather
+    /// than up to a heartbeat later (a handful of writes per run).
+    stage_changed: Arc<Notify>,
     heartbeat: JoinHandle<()>,
 }
 
@@ -52,26 +56,34 @@ impl RunRecorder {
         store.put_run_status(&scope, &status).await?;
         let status = Arc::new(Mutex::new(status));
         let stop = CancellationToken::new();
+        let stage_changed = Arc::new(Notify::new());
         let heartbeat = tokio::spawn({
-            let (store, scope, status, stop) =
-                (store.clone(), scope.clone(), status.clone(), stop.clone());
+            let (store, scope, status, stop, stage_changed) = (
+                store.clone(),
+                scope.clone(),
+                status.clone(),
+                stop.clone(),
+                stage_changed.clone(),
+            );
             async move {
                 let mut tick = tokio::time::interval(HEARTBEAT);
                 tick.tick().await;
                 loop {
-                    tokio::select! {
+                    let beat = tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tick.tick() => {
-                            let now = now_rfc3339();
-                            update(&status, |s| {
-                                s.heartbeat_at = now.clone();
-                                s.updated_at = now;
-                            });
-                            let current = snapshot(&status);
-                            if let Err(e) = store.put_run_status(&scope, &current).await {
-                                tracing::warn!(run_id = %current.run_id, error = %e, "heartbeat not written");
-                            }
+                        _ = tick.tick() => true,
+                        _ = stage_changed.notified() => false,
+                    };
+                    let now = now_rfc3339();
+                    update(&status, |s| {
+                        if beat {
+                            s.heartbeat_at = now.clone();
                         }
+                        s.updated_at = now;
+                    });
+                    let current = snapshot(&status);
+                    if let Err(e) = store.put_run_status(&scope, &current).await {
+                        tracing::warn!(run_id = %current.run_id, error = %e, "heartbeat not written");
                     }
                 }
             }
@@ -81,13 +93,16 @@ impl RunRecorder {
             scope,
             status,
             stop,
+            stage_changed,
             heartbeat,
         })
     }
 
     /// Remember the latest progress; the next heartbeat writes it.
     pub fn progress(&self, e: &ProgressEvent) {
+        let mut new_stage = false;
         update(&self.status, |s| {
+            new_stage = s.progress.as_ref().is_none_or(|p| p.stage != e.stage);
             s.progress = Some(RunProgress {
                 stage: e.stage.to_owned(),
                 fraction: e.fraction,
@@ -95,6 +110,9 @@ impl RunRecorder {
                 inertia: e.inertia,
             })
         });
+        if new_stage {
+            self.stage_changed.notify_one();
+        }
     }
 
     async fn stop_heartbeat(&mut self) {
