@@ -359,3 +359,46 @@ async fn submit_needs_store_results_and_refuses_a_full_queue_at_once() {
     assert_eq!(status, 200, "{body}");
     assert_cancelled_without_record(&server, &run_id).await;
 }
+
+#[tokio::test]
+async fn a_waiting_execute_call_is_cancelled_by_run_id_and_answers_cancelled() {
+    let server = server_with_slow_collection(&[]).await;
+    let url = server.url("/v1/clusters/execute");
+    let call = tokio::spawn(async move {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(KEY_A)
+            .header("X-Namespace", NS)
+            .json(&kmeans_body(FOREVER))
+            .send()
+            .await
+            .expect("execute");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.expect("JSON"))
+    });
+    // The execute call does not answer until the end; its run id comes from the list.
+    let start = Instant::now();
+    let run_id = loop {
+        let (status, page) = server
+            .send(
+                reqwest::Method::GET,
+                "/v1/clusters/runs?status=running",
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        if let Some(id) = page["runs"][0]["run_id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, body) = cancel_rest(&server, KEY_A, &run_id).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = call.await.expect("execute task");
+    assert_eq!(status, 499, "{answer}");
+    assert_eq!(answer["error"]["code"], "cancelled");
+    assert_cancelled_without_record(&server, &run_id).await;
+}
