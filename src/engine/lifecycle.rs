@@ -163,3 +163,72 @@ impl RunRecorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(run_id: &str) -> RunStatus {
+        let now = now_rfc3339();
+        RunStatus {
+            run_id: run_id.to_owned(),
+            status: RunState::Running,
+            algorithm: "kmeans".to_owned(),
+            collection_ids: vec!["col".to_owned()],
+            description: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            heartbeat_at: now,
+            instance_id: "test".to_owned(),
+            progress: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_stage_is_readable_before_the_next_heartbeat_and_a_cancel_is_recorded_cancelled()
+    {
+        let dir = std::env::temp_dir().join(format!(
+            "clusterd-lifecycle-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = Arc::new(Store::open(&dir.display().to_string()).unwrap());
+        let scope = Scope::new("org", "ns").unwrap();
+        let run_id = "run_000000000000deadbeef";
+        let recorder = RunRecorder::start(store.clone(), scope.clone(), status(run_id))
+            .await
+            .unwrap();
+        recorder.progress(&ProgressEvent {
+            stage: "kmeans:lloyd",
+            fraction: 0.25,
+            iteration: Some(3),
+            inertia: None,
+        });
+        let deadline = std::time::Instant::now() + HEARTBEAT / 2;
+        loop {
+            let view = store.get_run(&scope, run_id).await.unwrap();
+            if let Some(p) = view.status.progress {
+                assert_eq!(p.stage, "kmeans:lloyd");
+                assert_eq!(p.iteration, Some(3));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stage was not written ahead of the heartbeat"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        recorder
+            .fail(&ApiError::cancelled("the run was cancelled"))
+            .await;
+        let view = store.get_run(&scope, run_id).await.unwrap();
+        assert_eq!(view.status.status, RunState::Cancelled);
+        assert_eq!(
+            view.status.error.map(|e| e.code),
+            Some("cancelled".to_owned())
+        );
+        assert!(view.record.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
