@@ -20,7 +20,7 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
-struct WaitGuard(Arc<AtomicUsize>);
+pub struct WaitGuard(Arc<AtomicUsize>);
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
@@ -38,8 +38,15 @@ impl Admission {
     }
 
     pub async fn enter(&self, cancel: &CancellationToken) -> ApiResult<Slot> {
+        self.ticket()?.slot(cancel).await
+    }
+
+    /// A place in the run's line, taken at once: a free slot, a place in the queue, or
+    /// `rate_limited`. A background run takes it before answering, so a full queue is
+    /// refused to the submitter rather than failing the run later.
+    pub fn ticket(&self) -> ApiResult<Ticket> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(Slot { _permit: permit });
+            return Ok(Ticket::Ready(Slot { _permit: permit }));
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -48,12 +55,33 @@ impl Admission {
                 "the run queue is full; retry later",
             ));
         }
-        let _waiting = WaitGuard(self.waiting.clone());
-        tokio::select! {
-            permit = self.slots.clone().acquire_owned() => permit
-                .map(|p| Slot { _permit: p })
-                .map_err(ApiError::internal),
-            _ = cancel.cancelled() => Err(ApiError::cancelled("the run was cancelled while queued")),
+        Ok(Ticket::Queued {
+            slots: self.slots.clone(),
+            _waiting: WaitGuard(self.waiting.clone()),
+        })
+    }
+}
+
+/// A run's place: a slot already held, or a counted place in the queue.
+pub enum Ticket {
+    Ready(Slot),
+    Queued {
+        slots: Arc<Semaphore>,
+        _waiting: WaitGuard,
+    },
+}
+
+impl Ticket {
+    /// Wait for the slot; a cancelled run stops waiting (and leaves the queue).
+    pub async fn slot(self, cancel: &CancellationToken) -> ApiResult<Slot> {
+        match self {
+            Ticket::Ready(slot) => Ok(slot),
+            Ticket::Queued { slots, _waiting } => tokio::select! {
+                permit = slots.acquire_owned() => permit
+                    .map(|p| Slot { _permit: p })
+                    .map_err(ApiError::internal),
+                _ = cancel.cancelled() => Err(ApiError::cancelled("the run was cancelled while queued")),
+            },
         }
     }
 }

@@ -7,6 +7,7 @@ mod grouped;
 mod labelling;
 mod lifecycle;
 mod plan;
+mod registry;
 mod result;
 
 use std::sync::Arc;
@@ -22,16 +23,18 @@ use crate::gpu;
 use crate::labeling::{self, Labels, Provider};
 use crate::metrics::{self, MetricsOptions};
 use crate::model::{
-    ApiError, ApiResult, AttributeAggregation, Caller, DeviceInfo, DeviceKind, ExecuteRequest,
-    ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord, RunRequestRecord,
-    RunState, RunStatus, Scope,
+    ApiError, ApiResult, AttributeAggregation, Caller, DeviceInfo, DeviceKind, ErrorCode,
+    ExecuteRequest, ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord,
+    RunRequestRecord, RunState, RunStatus, RunView, Scope,
 };
 use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
 
 pub use admission::Admission;
+use admission::Ticket;
 pub use lifecycle::{HEARTBEAT, STALE_AFTER};
 use lifecycle::{RunRecorder, now_rfc3339};
 use plan::Plan;
+use registry::{Registration, Registry, Signal};
 use result::{MemberSource, Rendered};
 
 /// Engine limits and choices fixed at start-up.
@@ -84,8 +87,37 @@ pub struct Engine {
     /// Names this server process in run status files.
     instance_id: String,
     /// Fired when the server shuts down: every run stops at its next checkpoint and is
-    /// recorded as cancelled.
+    /// recorded as cancelled; new runs are refused.
     shutdown: CancellationToken,
+    /// The runs computing now, for `cancel`.
+    runs: Arc<Registry>,
+}
+
+/// How long `cancel` waits for the run to reach a checkpoint and record itself cancelled
+/// before answering "cancelling" (algorithms check at least about once a second).
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What a cancel request achieved.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The run stopped; its status as recorded (normally `cancelled`; `completed` when
+    /// the request came after its artifacts were being written).
+    Stopped(Box<RunView>),
+    /// Told to stop; it has not reached a checkpoint yet (or it was an unstored run).
+    Cancelling,
+}
+
+/// A run that passed every check and holds its place; see `Engine::accept`.
+struct Accepted {
+    run_id: String,
+    created_at: String,
+    started: Instant,
+    scope: Scope,
+    plan: Plan,
+    labeller: Option<Provider>,
+    ticket: Ticket,
+    recorder: Option<RunRecorder>,
+    registration: Registration,
 }
 
 /// What the computation produced, before it is ranked, stored and rendered.
@@ -138,6 +170,7 @@ impl Engine {
             device,
             instance_id: format!("{}-{instance:016x}", std::process::id()),
             shutdown: CancellationToken::new(),
+            runs: Arc::new(Registry::default()),
         })
     }
 
@@ -153,41 +186,122 @@ impl Engine {
     /// cancelled at once.
     pub fn shut_down(&self) {
         self.shutdown.cancel();
+        self.runs.cancel_all();
     }
 
     /// Run one clustering request. `ctx` carries the caller's cancel token and progress
-    /// sink; the engine sets the seed and device from the request and itself.
+    /// sink; the engine sets the seed and device from the request and itself. The run is
+    /// registered for `cancel` under the caller's token while it runs.
     pub async fn execute(
         &self,
         caller: &Caller,
         req: ExecuteRequest,
         ctx: RunContext,
     ) -> ApiResult<ExecuteResponse> {
+        let accepted = self.accept(caller, &req, ctx.cancel_token()).await?;
+        self.run(accepted, req, ctx).await
+    }
+
+    /// Start a run in the background and answer its run id at once. The same checks as
+    /// `execute` happen first (a full queue is `rate_limited` here, not later), and the
+    /// run is already recorded `running` when this returns, so get/list/cancel see it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: ExecuteRequest,
+    ) -> ApiResult<String> {
+        if !req.store_results {
+            return Err(ApiError::invalid_request(
+                "store_results",
+                "must be true for a background run: its result is only readable from the \
+                 stored run",
+            ));
+        }
+        let cancel = CancellationToken::new();
+        let accepted = self.accept(caller, &req, &cancel).await?;
+        let run_id = accepted.run_id.clone();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            // Device and seed come from the engine and the plan, as for `execute`.
+            let ctx = RunContext::new(0, DeviceKind::Cpu).with_cancel(cancel);
+            if let Err(e) = engine.run(accepted, req, ctx).await {
+                tracing::info!(code = e.code.as_str(), error = %e.message, "background run ended without a result");
+            }
+        });
+        Ok(run_id)
+    }
+
+    /// Stop a run of the caller's scope that this process is computing; it stops at its
+    /// next checkpoint and is recorded `cancelled`. Waits a little for that so the answer
+    /// can usually show the final status. A finished run is a `conflict`; an unknown run,
+    /// or one of another org or namespace, is `not_found`.
+    pub async fn cancel(&self, caller: &Caller, run_id: &str) -> ApiResult<CancelOutcome> {
+        let scope = Scope::new(&caller.org, &caller.namespace)?;
+        match self.runs.signal(&scope, run_id) {
+            Signal::Sent { done } => {
+                tracing::info!(%run_id, "run cancel requested");
+                if tokio::time::timeout(CANCEL_WAIT, done.cancelled())
+                    .await
+                    .is_err()
+                {
+                    return Ok(CancelOutcome::Cancelling);
+                }
+                // An unstored run has no record to show once it stopped.
+                match self.store.get_run(&scope, run_id).await {
+                    Ok(view) => Ok(CancelOutcome::Stopped(Box::new(view))),
+                    Err(e) if e.code == ErrorCode::NotFound => Ok(CancelOutcome::Cancelling),
+                    Err(e) => Err(e),
+                }
+            }
+            Signal::NotRunningHere => {
+                let view = self.store.get_run(&scope, run_id).await?;
+                let state = view.status.status;
+                Err(ApiError::conflict(
+                    Some("run_id"),
+                    if state == RunState::Running {
+                        format!(
+                            "run is running in another server process ({}); only that \
+                             process can cancel it",
+                            view.status.instance_id
+                        )
+                    } else {
+                        format!("run is {}", state.as_str())
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Validate the request, take its place in line, register it for cancellation and
+    /// (when stored) record it `running`: everything that can refuse a run before it
+    /// computes.
+    async fn accept(
+        &self,
+        caller: &Caller,
+        req: &ExecuteRequest,
+        cancel: &CancellationToken,
+    ) -> ApiResult<Accepted> {
         let started = Instant::now();
         let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let run_id = new_run_id();
         let scope = Scope::new(&caller.org, &caller.namespace)?;
-        let plan = Plan::from_request(&req)?;
+        let plan = Plan::from_request(req)?;
         // A labeller the server cannot provide is refused before any work.
         let labeller = req
             .labeling
             .as_ref()
             .map(|l| labelling::provider_for(l, &self.config.labeling))
             .transpose()?;
-        // Shutdown cancels the run like a caller going away; the watcher ends with the run.
-        let run_done = CancellationToken::new();
-        let _run_done = run_done.clone().drop_guard();
-        let (shutdown, run_token) = (self.shutdown.clone(), ctx.cancel_token().clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => run_token.cancel(),
-                _ = run_done.cancelled() => {}
-            }
-        });
-        let _slot = self.admission.enter(ctx.cancel_token()).await?;
-        tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
-            algorithm = req.algorithm.as_str(), "run started");
-
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::cancelled("the server is shutting down"));
+        }
+        let ticket = self.admission.ticket()?;
+        // Registered before the status is written: a run visible as `running` here can
+        // always be cancelled (and is, by a shutdown).
+        let registration = self.runs.register(&run_id, scope.clone(), cancel.clone());
+        if self.shutdown.is_cancelled() {
+            cancel.cancel();
+        }
         let recorder = if req.store_results {
             let now = now_rfc3339();
             Some(
@@ -213,58 +327,94 @@ impl Engine {
         } else {
             None
         };
+        Ok(Accepted {
+            run_id,
+            created_at,
+            started,
+            scope,
+            plan,
+            labeller,
+            ticket,
+            recorder,
+            registration,
+        })
+    }
 
-        // Progress goes to the caller (streaming) and into status.json.
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
-        let run_ctx = RunContext::new(plan.seed(), self.device.kind())
-            .with_cancel(ctx.cancel_token().clone())
-            .with_progress(progress_tx);
-        let forward = |event: ProgressEvent| {
-            if let Some(r) = &recorder {
-                r.progress(&event);
-            }
-            ctx.progress(event);
-        };
-        let computation = async {
-            match plan {
-                Plan::AttributeBased => {
-                    self.compute_grouped(&scope, &req, labeller.as_ref(), run_ctx)
-                        .await
+    /// Wait for a slot, compute, store and record an accepted run.
+    async fn run(
+        &self,
+        accepted: Accepted,
+        req: ExecuteRequest,
+        ctx: RunContext,
+    ) -> ApiResult<ExecuteResponse> {
+        let Accepted {
+            run_id,
+            created_at,
+            started,
+            scope,
+            plan,
+            labeller,
+            ticket,
+            recorder,
+            registration,
+        } = accepted;
+        let outcome = async {
+            let _slot = ticket.slot(ctx.cancel_token()).await?;
+            tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
+                algorithm = req.algorithm.as_str(), "run started");
+
+            // Progress goes to the caller (streaming) and into status.json.
+            let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
+            let run_ctx = RunContext::new(plan.seed(), self.device.kind())
+                .with_cancel(ctx.cancel_token().clone())
+                .with_progress(progress_tx);
+            let forward = |event: ProgressEvent| {
+                if let Some(r) = &recorder {
+                    r.progress(&event);
                 }
-                _ => {
-                    self.compute(&scope, &req, &plan, labeller.as_ref(), run_ctx)
-                        .await
+                ctx.progress(event);
+            };
+            let computation = async {
+                match plan {
+                    Plan::AttributeBased => {
+                        self.compute_grouped(&scope, &req, labeller.as_ref(), run_ctx)
+                            .await
+                    }
+                    _ => {
+                        self.compute(&scope, &req, &plan, labeller.as_ref(), run_ctx)
+                            .await
+                    }
                 }
+            };
+            tokio::pin!(computation);
+            let computed = loop {
+                tokio::select! {
+                    out = &mut computation => break out,
+                    Some(event) = progress_rx.recv() => forward(event),
+                }
+            };
+            while let Ok(event) = progress_rx.try_recv() {
+                forward(event);
             }
-        };
-        tokio::pin!(computation);
-        let computed = loop {
-            tokio::select! {
-                out = &mut computation => break out,
-                Some(event) = progress_rx.recv() => forward(event),
-            }
-        };
-        while let Ok(event) = progress_rx.try_recv() {
-            forward(event);
+            let computed = computed?;
+            // The last point where a cancel stops the run: once artifacts are being
+            // written the run completes, so a cancelled run never leaves artifacts
+            // without its record.
+            ctx.checkpoint()?;
+            self.finish(
+                &scope,
+                &req,
+                &plan,
+                labeller.as_ref(),
+                computed,
+                run_id.clone(),
+                created_at,
+                started,
+            )
+            .await
         }
-
-        let outcome = match computed {
-            Ok(computed) => {
-                self.finish(
-                    &scope,
-                    &req,
-                    &plan,
-                    labeller.as_ref(),
-                    computed,
-                    run_id,
-                    created_at,
-                    started,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match (outcome, recorder) {
+        .await;
+        let result = match (outcome, recorder) {
             (Ok((response, record)), Some(recorder)) => match recorder.complete(&record).await {
                 Ok(()) => Ok(response),
                 Err(e) => Err(e),
@@ -275,8 +425,10 @@ impl Engine {
                 Err(e)
             }
             (Err(e), None) => Err(e),
-        }
-        .inspect(|r| {
+        };
+        // Only now, with the final status written, may `cancel` treat the run as finished.
+        drop(registration);
+        result.inspect(|r| {
             tracing::info!(run_id = %r.run_id, clusters = r.num_clusters,
                 documents = r.num_documents, ms = r.execution_time_ms, "run completed");
         })

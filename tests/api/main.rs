@@ -4,6 +4,7 @@
 mod algorithms;
 mod attributes;
 mod auth;
+mod background;
 mod collections;
 mod density;
 mod errors;

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::pb::cluster_service_server::ClusterService;
 use super::{caller_from_metadata, convert, pb, to_status};
 use crate::api::{AppState, page_limit};
+use crate::engine::CancelOutcome;
 use crate::model::{
     ApiResult, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext, RunState, Scope,
     validate_name,
@@ -56,6 +57,39 @@ impl ClusterApi {
     fn scope(&self, md: &tonic::metadata::MetadataMap) -> ApiResult<Scope> {
         let caller = caller_from_metadata(&self.state, md)?;
         Scope::new(&caller.org, &caller.namespace)
+    }
+
+    async fn submit_inner(
+        &self,
+        request: Request<pb::ExecuteClusteringRequest>,
+    ) -> ApiResult<pb::SubmitClusteringResponse> {
+        let (caller, req) = self.admit(request)?;
+        let run_id = self.state.engine.submit(&caller, req).await?;
+        Ok(pb::SubmitClusteringResponse {
+            run_id,
+            status: RunState::Running.as_str().to_owned(),
+        })
+    }
+
+    async fn cancel_run_inner(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> ApiResult<pb::CancelRunResponse> {
+        let caller = caller_from_metadata(&self.state, request.metadata())?;
+        let run_id = request.into_inner().run_id;
+        validate_name("run_id", &run_id)?;
+        Ok(match self.state.engine.cancel(&caller, &run_id).await? {
+            CancelOutcome::Stopped(view) => pb::CancelRunResponse {
+                run_id,
+                status: view.status.status.as_str().to_owned(),
+                run: Some(convert::run(*view)),
+            },
+            CancelOutcome::Cancelling => pb::CancelRunResponse {
+                run_id,
+                status: "cancelling".to_owned(),
+                run: None,
+            },
+        })
     }
 
     async fn get_run_inner(&self, request: Request<pb::GetRunRequest>) -> ApiResult<pb::Run> {
@@ -189,6 +223,26 @@ impl ClusterService for ClusterApi {
             let _ = tx.send(last).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn submit_clustering(
+        &self,
+        request: Request<pb::ExecuteClusteringRequest>,
+    ) -> Result<Response<pb::SubmitClusteringResponse>, Status> {
+        self.submit_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        self.cancel_run_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
     }
 
     async fn get_run(

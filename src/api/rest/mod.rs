@@ -3,6 +3,7 @@
 //! the failing field named; every error, including unknown routes and methods, is the
 //! JSON error body of DESIGN §1.
 
+mod background;
 mod clusters;
 mod collections;
 mod dto;
@@ -22,6 +23,11 @@ use crate::model::{ApiError, ApiResult, Caller, ErrorCode, Scope};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/clusters/execute", post(clusters::execute))
+        .route("/v1/clusters/submit", post(background::submit))
+        .route(
+            "/v1/clusters/runs/{run_id}/cancel",
+            post(background::cancel),
+        )
         .route("/v1/collections", get(collections::list))
         .route(
             "/v1/collections/{collection_id}",
