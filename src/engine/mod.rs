@@ -221,6 +221,16 @@ impl Engine {
         while let Ok(event) = progress_rx.try_recv() {
             forward(event);
         }
+        if req.store_results && computed.is_ok() {
+            // Artifacts of a large run take a while to write; say so rather than sit
+            // silently at the last computing stage.
+            forward(ProgressEvent {
+                stage: "writing",
+                fraction: 0.0,
+                iteration: None,
+                inertia: None,
+            });
+        }
 
         let outcome = match computed {
             Ok(computed) => {

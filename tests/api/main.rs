@@ -13,3 +13,4 @@ mod grpcurl;
 mod harness;
 mod labelling;
 mod runs;
+mod streaming;
