@@ -314,3 +314,67 @@ async fn sse_with_stream_artifacts_sends_base64_artifact_events_that_reassemble_
         .expect("num_clusters");
     check_artifacts(reassemble(pieces), num_clusters as usize);
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_from_the_event_stream_cancels_the_run() {
+    let server = TestServer::start();
+    // Large enough that the run is still computing when the client goes away: 200
+    // k-means++ restarts of 50 clusters over 20 000 points take far longer than the
+    // cancellation needs to reach a checkpoint.
+    let bytes = example_parquet(20_000, 64, 50, "big_", REF_VECTOR);
+    let (status, body) = server.upload_parquet(KEY_A, "big", bytes).await;
+    assert_eq!(status, 200, "{body}");
+    let body = json!({
+        "collection_ids": ["big"],
+        "config": {
+            "algorithm": "kmeans",
+            "algorithm_params": {"n_clusters": 50, "n_init": 200, "random_state": 1},
+            "feature_vector": {"vector_name": REF_VECTOR}
+        }
+    });
+    let mut resp = reqwest::Client::new()
+        .post(server.url("/v1/clusters/execute"))
+        .bearer_auth(KEY_A)
+        .header("X-Namespace", NS)
+        .header("Accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .expect("http request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\"stage\":\"kmeans") {
+        let chunk = resp
+            .chunk()
+            .await
+            .expect("chunk")
+            .expect("events until kmeans");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(resp);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let runs = loop {
+        let (status, page) = server
+            .send(
+                reqwest::Method::GET,
+                "/v1/clusters/runs",
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let runs = page["runs"].as_array().cloned().unwrap_or_default();
+        if runs.iter().any(|r| r["status"] != "running") {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never stopped: {runs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "cancelled", "{:?}", runs[0]);
+}
