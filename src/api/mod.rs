@@ -5,6 +5,7 @@ pub mod auth;
 pub mod grpc;
 pub mod rest;
 pub mod server;
+pub mod streaming;
 
 use std::sync::Arc;
 

@@ -401,6 +401,16 @@ impl Engine {
             // written the run completes, so a cancelled run never leaves artifacts
             // without its record.
             ctx.checkpoint()?;
+            if req.store_results {
+                // Artifacts of a large run take a while to write; say so rather than sit
+                // silently at the last computing stage.
+                forward(ProgressEvent {
+                    stage: "writing",
+                    fraction: 0.0,
+                    iteration: None,
+                    inertia: None,
+                });
+            }
             self.finish(
                 &scope,
                 &req,

@@ -212,6 +212,7 @@ mod tests {
             include_members: false,
             compute_metrics: true,
             save_artifacts: false,
+            stream_artifacts: false,
             labeling: None,
             attribute_grouping: None,
         }

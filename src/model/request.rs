@@ -128,6 +128,7 @@ pub struct ExecuteInput {
     pub include_members: Option<bool>,
     pub compute_metrics: Option<bool>,
     pub save_artifacts: Option<bool>,
+    pub stream_artifacts: Option<bool>,
 }
 
 /// A validated request. Algorithm parameters are checked by the algorithm's own
@@ -146,6 +147,9 @@ pub struct ExecuteRequest {
     pub include_members: bool,
     pub compute_metrics: bool,
     pub save_artifacts: bool,
+    /// Send the stored artifacts after the result (streaming transports only; needs
+    /// `store_results`, since the chunks are read back from the store).
+    pub stream_artifacts: bool,
     /// Cluster labelling, when `llm_labeling.enabled`.
     pub labeling: Option<LabelingRequest>,
     /// `attribute_based` grouping (required for it, refused for the others).
@@ -339,6 +343,13 @@ impl ExecuteInput {
                 "needs store_results: with store_results false nothing is persisted",
             ));
         }
+        let stream_artifacts = self.stream_artifacts.unwrap_or(false);
+        if stream_artifacts && !store_results {
+            return Err(ApiError::invalid_request(
+                "stream_artifacts",
+                "needs store_results: the artifacts streamed are the ones the run stores",
+            ));
+        }
         Ok(ExecuteRequest {
             collection_ids: self.collection_ids,
             algorithm,
@@ -351,6 +362,7 @@ impl ExecuteInput {
             include_members: self.include_members.unwrap_or(false),
             compute_metrics: self.compute_metrics.unwrap_or(true),
             save_artifacts,
+            stream_artifacts,
             labeling,
             attribute_grouping,
         })
@@ -539,6 +551,24 @@ mod tests {
         assert!(r.store_results && r.compute_metrics && r.normalize_features);
         assert!(!r.include_members && !r.save_artifacts);
         assert_eq!(r.sample_size, None);
+    }
+
+    #[test]
+    fn stream_artifacts_is_off_by_default_and_needs_store_results() {
+        assert!(!kmeans_input().validate(&caller()).unwrap().stream_artifacts);
+        let asked = ExecuteInput {
+            stream_artifacts: Some(true),
+            ..kmeans_input()
+        };
+        assert!(asked.clone().validate(&caller()).unwrap().stream_artifacts);
+        let e = ExecuteInput {
+            store_results: Some(false),
+            ..asked
+        }
+        .validate(&caller())
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(e.field.as_deref(), Some("stream_artifacts"));
     }
 
     #[test]

@@ -202,6 +202,7 @@ async fn gaussian_mixture_streams_em_progress_and_stores_member_probabilities() 
             }
             Some(pb::execute_event::Event::Progress(_)) => {}
             Some(pb::execute_event::Event::Result(r)) => result = Some(r),
+            Some(pb::execute_event::Event::ArtifactChunk(_)) => panic!("artifacts not asked for"),
             None => panic!("empty event"),
         }
     }

@@ -97,6 +97,7 @@ async fn reference_request_works_over_grpc_and_streaming() {
         match event.event {
             Some(pb::execute_event::Event::Progress(_)) => progress += 1,
             Some(pb::execute_event::Event::Result(r)) => result = Some(r),
+            Some(pb::execute_event::Event::ArtifactChunk(_)) => panic!("artifacts not asked for"),
             None => panic!("empty event"),
         }
     }

@@ -403,6 +403,7 @@ pub fn to_proto(body: &Value) -> pb::ExecuteClusteringRequest {
         include_members: body["include_members"].as_bool(),
         compute_metrics: body["compute_metrics"].as_bool(),
         save_artifacts: body["save_artifacts"].as_bool(),
+        stream_artifacts: body["stream_artifacts"].as_bool(),
     }
 }
 

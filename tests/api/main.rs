@@ -15,3 +15,4 @@ mod harness;
 mod labelling;
 mod lifecycle;
 mod runs;
+mod streaming;

@@ -2,14 +2,14 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::pb::cluster_service_server::ClusterService;
 use super::{caller_from_metadata, convert, pb, to_status};
+use crate::api::streaming::{self, ArtifactPiece, StreamItem};
 use crate::api::{AppState, page_limit};
 use crate::engine::CancelOutcome;
 use crate::model::{
@@ -36,22 +36,30 @@ impl ClusterApi {
     }
 }
 
+fn event(e: pb::execute_event::Event) -> pb::ExecuteEvent {
+    pb::ExecuteEvent { event: Some(e) }
+}
+
 fn progress_event(e: ProgressEvent) -> pb::ExecuteEvent {
-    pb::ExecuteEvent {
-        event: Some(pb::execute_event::Event::Progress(pb::ProgressEvent {
-            stage: e.stage.to_owned(),
-            fraction: e.fraction,
-            iteration: e.iteration.map(|i| i32::try_from(i).unwrap_or(i32::MAX)),
-            inertia: e.inertia,
-        })),
+    event(pb::execute_event::Event::Progress(pb::ProgressEvent {
+        stage: e.stage.to_owned(),
+        fraction: e.fraction,
+        iteration: e.iteration.map(|i| i32::try_from(i).unwrap_or(i32::MAX)),
+        inertia: e.inertia,
+    }))
+}
+
+fn artifact_chunk(p: ArtifactPiece) -> pb::ArtifactChunk {
+    pb::ArtifactChunk {
+        data: p.data.to_vec(),
+        name: p.name,
+        offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
+        last: p.last,
     }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecuteEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ArtifactChunk, Status>> + Send>>;
-
-/// Largest artifact chunk per message, well under any message cap.
-const ARTIFACT_CHUNK: usize = 1 << 20;
 
 impl ClusterApi {
     fn scope(&self, md: &tonic::metadata::MetadataMap) -> ApiResult<Scope> {
@@ -137,7 +145,6 @@ impl ClusterApi {
         &self,
         request: Request<pb::GetArtifactRequest>,
     ) -> ApiResult<ChunkStream> {
-        use futures::StreamExt;
         let scope = self.scope(request.metadata())?;
         let req = request.into_inner();
         validate_name("run_id", &req.run_id)?;
@@ -147,16 +154,8 @@ impl ClusterApi {
             .store()
             .get_artifact(&scope, &req.run_id, &req.name)
             .await?;
-        let chunks = body.stream.flat_map(|piece| {
-            let messages: Vec<Result<pb::ArtifactChunk, Status>> = match piece {
-                Ok(bytes) => bytes
-                    .chunks(ARTIFACT_CHUNK)
-                    .map(|c| Ok(pb::ArtifactChunk { data: c.to_vec() }))
-                    .collect(),
-                Err(e) => vec![Err(to_status(e))],
-            };
-            futures::stream::iter(messages)
-        });
+        let chunks = streaming::artifact_pieces(&req.name, body)
+            .map(|piece| piece.map(artifact_chunk).map_err(to_status));
         Ok(Box::pin(chunks))
     }
 }
@@ -168,6 +167,11 @@ impl ClusterService for ClusterApi {
         request: Request<pb::ExecuteClusteringRequest>,
     ) -> Result<Response<pb::ExecuteClusteringResponse>, Status> {
         let (caller, req) = self.admit(request).map_err(to_status)?;
+        if req.stream_artifacts {
+            return Err(to_status(streaming::unary_refuses_stream_artifacts(
+                "use ExecuteStream, or GetArtifact after this call",
+            )));
+        }
         // A client that goes away drops this future; the guard then cancels the run at
         // its next checkpoint instead of letting it compute for nobody.
         let cancel = CancellationToken::new();
@@ -189,40 +193,20 @@ impl ClusterService for ClusterApi {
         request: Request<pb::ExecuteClusteringRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let (caller, req) = self.admit(request).map_err(to_status)?;
-        let (tx, rx) = mpsc::channel::<Result<pb::ExecuteEvent, Status>>(64);
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        let ctx = RunContext::new(0, DeviceKind::Cpu)
-            .with_cancel(cancel.clone())
-            .with_progress(progress_tx);
-        let engine = self.state.engine.clone();
-        tokio::spawn(async move {
-            let run = engine.execute(&caller, req, ctx);
-            tokio::pin!(run);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut run => break outcome,
-                    Some(event) = progress_rx.recv() => {
-                        if tx.send(Ok(progress_event(event))).await.is_err() {
-                            cancel.cancel();
-                        }
-                    }
-                    _ = tx.closed(), if !cancel.is_cancelled() => cancel.cancel(),
-                }
-            };
-            while let Ok(event) = progress_rx.try_recv() {
-                let _ = tx.send(Ok(progress_event(event))).await;
-            }
-            let last = outcome
-                .map(|r| pb::ExecuteEvent {
-                    event: Some(pb::execute_event::Event::Result(convert::execute_response(
-                        r,
-                    ))),
-                })
-                .map_err(to_status);
-            let _ = tx.send(last).await;
+        let events = streaming::execute(self.state.engine.clone(), caller, req);
+        // tonic drops this stream when the client goes away; the receiver goes with it
+        // and the run is cancelled at its next checkpoint.
+        let events = ReceiverStream::new(events).map(|item| match item {
+            StreamItem::Progress(e) => Ok(progress_event(e)),
+            StreamItem::Result(r) => Ok(event(pb::execute_event::Event::Result(
+                convert::execute_response(*r),
+            ))),
+            StreamItem::Artifact(p) => Ok(event(pb::execute_event::Event::ArtifactChunk(
+                artifact_chunk(p),
+            ))),
+            StreamItem::Error(e) => Err(to_status(e)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn submit_clustering(

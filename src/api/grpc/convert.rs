@@ -100,6 +100,7 @@ pub fn execute_input(req: pb::ExecuteClusteringRequest) -> ExecuteInput {
         include_members: req.include_members,
         compute_metrics: req.compute_metrics,
         save_artifacts: req.save_artifacts,
+        stream_artifacts: req.stream_artifacts,
     }
 }
 

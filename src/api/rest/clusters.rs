@@ -1,29 +1,131 @@
-//! `POST /v1/clusters/execute`.
+//! `POST /v1/clusters/execute`, as one JSON answer or, with `Accept: text/event-stream`,
+//! as Server-Sent Events.
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::dto::ExecuteBody;
-use super::{RestResult, caller, parse_json, read_body};
+use super::{RestError, RestResult, caller, error_body, header, parse_json, read_body};
 use crate::api::AppState;
-use crate::model::{DeviceKind, ExecuteInput, ExecuteResponse, RunContext};
+use crate::api::streaming::{self, StreamItem};
+use crate::model::{DeviceKind, ExecuteInput, RunContext};
 
 pub async fn execute(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> RestResult<Json<ExecuteResponse>> {
+) -> RestResult<Response> {
     let caller = caller(&state, &headers)?;
     let bytes = read_body(&headers, body, state.limits.max_json_bytes).await?;
     let input: ExecuteInput = parse_json::<ExecuteBody>(&bytes)?.into();
     let req = input.validate(&caller)?;
+    if wants_event_stream(&headers) {
+        return event_stream(state, caller, req).await;
+    }
+    if req.stream_artifacts {
+        return Err(streaming::unary_refuses_stream_artifacts(
+            "send Accept: text/event-stream, or GET /v1/clusters/runs/{run_id}/artifacts/{name}",
+        )
+        .into());
+    }
     // A client that disconnects drops this future; the guard cancels the run.
     let cancel = CancellationToken::new();
     let _guard = cancel.clone().drop_guard();
     let ctx = RunContext::new(0, DeviceKind::Cpu).with_cancel(cancel);
     let response = state.engine.execute(&caller, req, ctx).await?;
-    Ok(Json(response))
+    Ok(Json(response).into_response())
+}
+
+/// `Accept` names `text/event-stream` (alone or among other types).
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    header(headers, "accept").is_some_and(|accept| {
+        accept.split(',').any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+    })
+}
+
+/// The run as `event: progress` events, then `event: result` (the plain execute's JSON),
+/// then `event: artifact` pieces when `stream_artifacts`; a failure is `event: error` with
+/// the error body, and ends the stream.
+///
+/// A request refused before the run produces anything (authentication, validation, the
+/// algorithm's parameters, a full queue) is answered as the plain execute answers it: the
+/// JSON error body with its HTTP status, not a 200 stream holding one error event. Clients
+/// then handle refusals the same way with or without streaming, and a status code is what
+/// HTTP tooling looks at. This holds until the first event: the handler waits for it
+/// before it answers, so a run waiting in the admission queue shows no headers yet.
+async fn event_stream(
+    state: AppState,
+    caller: crate::model::Caller,
+    req: crate::model::ExecuteRequest,
+) -> RestResult<Response> {
+    let mut events = streaming::execute(state.engine.clone(), caller, req);
+    let first = match events.recv().await {
+        Some(StreamItem::Error(e)) => return Err(RestError(e)),
+        Some(item) => item,
+        None => {
+            return Err(RestError(crate::model::ApiError::internal(
+                "the run ended without an event",
+            )));
+        }
+    };
+    // axum drops this stream when the client disconnects; the receiver goes with it and
+    // the run is cancelled at its next checkpoint.
+    let stream = futures::stream::iter([first])
+        .chain(ReceiverStream::new(events))
+        .map(|item| Ok::<_, std::convert::Infallible>(sse_event(item)));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn sse_event(item: StreamItem) -> Event {
+    let (name, data) = match item {
+        StreamItem::Progress(p) => (
+            "progress",
+            serde_json::json!({
+                "stage": p.stage,
+                "fraction": p.fraction,
+                "iteration": p.iteration,
+                "inertia": p.inertia,
+            })
+            .to_string(),
+        ),
+        // Serialised directly (not through a `Value`, which widens f32 to f64 digits) so
+        // the data is byte for byte what the plain execute answers.
+        StreamItem::Result(r) => match serde_json::to_string(&*r) {
+            Ok(json) => ("result", json),
+            Err(e) => (
+                "error",
+                error_body(&crate::model::ApiError::internal(format!(
+                    "could not render the result: {e}"
+                )))
+                .to_string(),
+            ),
+        },
+        StreamItem::Artifact(a) => (
+            "artifact",
+            serde_json::json!({
+                "name": a.name,
+                "offset": a.offset,
+                "data_base64": base64::engine::general_purpose::STANDARD.encode(&a.data),
+                "last": a.last,
+            })
+            .to_string(),
+        ),
+        StreamItem::Error(e) => ("error", error_body(&e).to_string()),
+    };
+    // Compact JSON has no newline, so each event is one `data:` line.
+    Event::default().event(name).data(data)
 }

@@ -46,6 +46,8 @@ pub struct ExecuteBody {
     compute_metrics: Option<bool>,
     #[serde(default)]
     save_artifacts: Option<bool>,
+    #[serde(default)]
+    stream_artifacts: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +146,7 @@ impl From<ExecuteBody> for ExecuteInput {
             include_members: b.include_members,
             compute_metrics: b.compute_metrics,
             save_artifacts: b.save_artifacts,
+            stream_artifacts: b.stream_artifacts,
         }
     }
 }
