@@ -210,17 +210,7 @@ async fn gaussian_mixture_streams_em_progress_and_stores_member_probabilities() 
     assert!(em_iterations.is_sorted(), "{em_iterations:?}");
     let result = result.expect("the stream ends with the result");
 
-    let (status, bytes) = server
-        .get_bytes(
-            KEY_A,
-            &format!(
-                "/v1/clusters/runs/{}/artifacts/members.parquet",
-                result.run_id
-            ),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let batches = read_parquet(bytes);
+    let batches = server.artifact(&result.run_id, "members.parquet").await;
     let mut stored = 0;
     for b in &batches {
         let p = b

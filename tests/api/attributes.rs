@@ -175,17 +175,7 @@ async fn hierarchical_groups_form_a_tree_of_clusters_over_grpc_and_in_clusters_p
             .all(|m| ids[m.cluster_id.as_str()].level == Some(1))
     );
 
-    let (status, bytes) = server
-        .get_bytes(
-            KEY_A,
-            &format!(
-                "/v1/clusters/runs/{}/artifacts/clusters.parquet",
-                resp.run_id
-            ),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let batches = read_parquet(bytes);
+    let batches = server.artifact(&resp.run_id, "clusters.parquet").await;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 6);
     for b in &batches {

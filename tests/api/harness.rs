@@ -185,6 +185,18 @@ impl TestServer {
     }
 
     /// GET `path` as `key` in namespace `NS`, returning the raw body (artifacts).
+    /// A stored artifact of a run of organisation A, read as Parquet (200 asserted).
+    pub async fn artifact(&self, run_id: &str, name: &str) -> Vec<arrow_array::RecordBatch> {
+        let (status, bytes) = self
+            .get_bytes(
+                KEY_A,
+                &format!("/v1/clusters/runs/{run_id}/artifacts/{name}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{name} of {run_id}");
+        read_parquet(bytes)
+    }
+
     pub async fn get_bytes(&self, key: &str, path: &str) -> (u16, bytes::Bytes) {
         let resp = reqwest::Client::new()
             .get(self.url(path))

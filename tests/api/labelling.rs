@@ -97,14 +97,7 @@ async fn offline_labels_name_each_cluster_by_its_planted_words_everywhere_they_a
 
     // clusters.parquet and the run record keep them.
     let run_id = body["run_id"].as_str().expect("run_id");
-    let (status, bytes) = server
-        .get_bytes(
-            KEY_A,
-            &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let batches = read_parquet(bytes);
+    let batches = server.artifact(run_id, "clusters.parquet").await;
     let labels: Vec<String> = batches
         .iter()
         .flat_map(|b| {

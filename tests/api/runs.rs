@@ -51,14 +51,7 @@ async fn completed_run_is_stored_with_readable_artifacts() {
     assert!(run["heartbeat_at"].is_string() && run["instance_id"].is_string());
 
     // clusters.parquet: one row per cluster, in id order, with centroids.
-    let (status, bytes) = server
-        .get_bytes(
-            KEY_A,
-            &format!("/v1/clusters/runs/{run_id}/artifacts/clusters.parquet"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let clusters = read_parquet(bytes);
+    let clusters = server.artifact(&run_id, "clusters.parquet").await;
     assert_eq!(
         strings(&clusters, "cluster_id"),
         [
@@ -192,14 +185,7 @@ async fn save_artifacts_adds_sample_parquet_with_coordinates() {
     let (status, out) = server.execute_rest(KEY_A, &body).await;
     assert_eq!(status, 200, "{out}");
     let run_id = out["run_id"].as_str().expect("run_id");
-    let (status, bytes) = server
-        .get_bytes(
-            KEY_A,
-            &format!("/v1/clusters/runs/{run_id}/artifacts/sample.parquet"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let sample = read_parquet(bytes);
+    let sample = server.artifact(run_id, "sample.parquet").await;
     let schema = sample[0].schema();
     for column in [
         "document_id",
