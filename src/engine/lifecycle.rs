@@ -108,6 +108,7 @@ impl RunRecorder {
                 fraction: e.fraction,
                 iteration: e.iteration,
                 inertia: e.inertia,
+                documents: e.documents,
             })
         });
         if new_stage {
@@ -135,6 +136,7 @@ impl RunRecorder {
                 fraction: 1.0,
                 iteration: None,
                 inertia: None,
+                documents: None,
             });
         });
         self.store
@@ -204,6 +206,7 @@ mod tests {
             fraction: 0.25,
             iteration: Some(3),
             inertia: None,
+            documents: None,
         });
         let deadline = std::time::Instant::now() + HEARTBEAT / 2;
         loop {

@@ -409,6 +409,7 @@ impl Engine {
                     fraction: 0.0,
                     iteration: None,
                     inertia: None,
+                    documents: None,
                 });
             }
             self.finish(
@@ -454,10 +455,11 @@ impl Engine {
         ctx: &RunContext,
     ) -> ApiResult<LoadedDocuments> {
         ctx.progress(ProgressEvent {
-            stage: "load",
+            stage: "loading",
             fraction: 0.0,
             iteration: None,
             inertia: None,
+            documents: None,
         });
         let mut wanted: Vec<(String, String)> = attributes.to_vec();
         if let Some(l) = &req.labeling {
@@ -499,7 +501,17 @@ impl Engine {
                     ),
                 ))
             }
-            (loaded, _) => loaded,
+            (loaded, _) => {
+                let loaded = loaded?;
+                ctx.progress(ProgressEvent {
+                    stage: "loading",
+                    fraction: 1.0,
+                    iteration: None,
+                    inertia: None,
+                    documents: u64::try_from(loaded.document_ids.len()).ok(),
+                });
+                Ok(loaded)
+            }
         }
     }
 
@@ -533,6 +545,7 @@ impl Engine {
             fraction: 0.0,
             iteration: None,
             inertia: None,
+            documents: None,
         });
         let labels = labelling::label(&corpus, l, provider, ctx.cancel_token()).await;
         ctx.checkpoint()?;
@@ -582,8 +595,10 @@ impl Engine {
                 if let Some(x) = vectors.as_mut()
                     && normalize
                 {
+                    ctx.stage("normalizing", 0.0);
                     normalize_rows(x, &ctx);
                 }
+                ctx.stage("clustering", 0.0);
                 let options = GroupingOptions {
                     hierarchical: grouping_req.hierarchical,
                     aggregation: match grouping_req.aggregation {
@@ -690,8 +705,10 @@ impl Engine {
             tokio::task::spawn_blocking(move || {
                 let ctx = job_ctx;
                 if normalize {
+                    ctx.stage("normalizing", 0.0);
                     normalize_rows(&mut vectors, &ctx);
                 }
+                ctx.stage("clustering", 0.0);
                 let fitted = plan.fit(&vectors, &ctx)?;
                 let metrics = if compute_metrics {
                     ctx.progress(ProgressEvent {
@@ -699,6 +716,7 @@ impl Engine {
                         fraction: 0.0,
                         iteration: None,
                         inertia: None,
+                        documents: None,
                     });
                     Some(metrics::compute(
                         &vectors,

@@ -201,6 +201,7 @@ pub(super) fn samples(
             fraction: cb as f32 / n_cols as f32,
             iteration: None,
             inertia: None,
+            documents: None,
         });
         let c0 = cb * col_block;
         let c1 = (c0 + col_block).min(n);

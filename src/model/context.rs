@@ -20,6 +20,8 @@ pub struct ProgressEvent {
     pub fraction: f32,
     pub iteration: Option<u32>,
     pub inertia: Option<f64>,
+    /// Documents loaded so far (the `loading` stage reports it once loaded).
+    pub documents: Option<u64>,
 }
 
 /// The run was cancelled at a checkpoint.
@@ -76,6 +78,7 @@ impl RunContext {
             fraction,
             iteration: None,
             inertia: None,
+            documents: None,
         });
     }
 

@@ -67,6 +67,8 @@ pub struct RunProgress {
     pub iteration: Option<u32>,
     #[serde(default)]
     pub inertia: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<u64>,
 }
 
 /// `status.json`.

@@ -214,7 +214,7 @@ async fn cancelling_a_submitted_run_over_rest_leaves_it_cancelled_without_record
     assert_eq!(status, 202, "{out}");
     let run_id = out["run_id"].as_str().expect("run_id").to_owned();
     wait_for(&server, &run_id, Duration::from_secs(60), |r| {
-        running_with_progress(r) && r["progress"]["stage"] != "load"
+        running_with_progress(r) && r["progress"]["stage"] != "loading"
     })
     .await;
 
@@ -252,7 +252,7 @@ async fn cancelling_a_submitted_run_over_grpc_leaves_it_cancelled_without_record
     assert_eq!(submitted.status, "running");
     let run_id = submitted.run_id;
     wait_for(&server, &run_id, Duration::from_secs(60), |r| {
-        running_with_progress(r) && r["progress"]["stage"] != "load"
+        running_with_progress(r) && r["progress"]["stage"] != "loading"
     })
     .await;
 

@@ -100,7 +100,25 @@ async fn sse_streams_progress_then_a_result_equal_to_the_plain_execute() {
         .iter()
         .map(|e| e.data["stage"].as_str().expect("stage"))
         .collect();
-    assert_eq!(stages.first(), Some(&"load"), "{stages:?}");
+    // The pipeline's stages in order around the algorithm's own.
+    assert_eq!(stages.first(), Some(&"loading"), "{stages:?}");
+    let at = |s: &str| {
+        stages
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or_else(|| panic!("no {s} in {stages:?}"))
+    };
+    assert!(at("loading") < at("normalizing") && at("normalizing") < at("clustering"));
+    assert!(
+        at("clustering") < at("metrics") && at("metrics") < at("writing"),
+        "{stages:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|e| e.data["stage"] == "loading" && e.data["documents"] == plain["num_documents"]),
+        "loading reports the documents loaded: {events:?}"
+    );
     assert!(stages.iter().any(|s| s.starts_with("kmeans")), "{stages:?}");
     assert_eq!(stages.last(), Some(&"writing"), "{stages:?}");
     for e in progress {

@@ -239,6 +239,7 @@ fn report(ctx: &RunContext, fraction: f32) {
         fraction,
         iteration: None,
         inertia: None,
+        documents: None,
     });
 }
 

@@ -185,6 +185,7 @@ pub fn fit(
                 fraction: ((run as f32 + i as f32 / max_iter as f32) / n_init as f32).min(1.0),
                 iteration: Some(i as u32),
                 inertia: None,
+                documents: None,
             });
             if change.abs() < params.tol {
                 converged = true;

@@ -112,6 +112,7 @@ pub fn fit(x: &Matrix, params: &KMeansParams, ctx: &RunContext) -> Result<KMeans
                 fraction: (done / n_init as f32).min(1.0),
                 iteration: Some((i + 1) as u32),
                 inertia: Some(inertia),
+                documents: None,
             });
         };
         if let Some(g) = &gpu_lloyd {

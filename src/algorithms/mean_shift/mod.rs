@@ -187,6 +187,7 @@ fn climb_all(
             fraction: (total - active.len()) as f32 / total.max(1) as f32,
             iteration: Some(round),
             inertia: None,
+            documents: None,
         });
         if active.is_empty() {
             return Ok(());

@@ -86,6 +86,7 @@ pub fn fit(
                 fraction,
                 iteration: Some(restart as u32),
                 inertia: None,
+                documents: None,
             })
         },
     )?;

@@ -46,6 +46,7 @@ fn progress_event(e: ProgressEvent) -> pb::ExecuteEvent {
         fraction: e.fraction,
         iteration: e.iteration.map(|i| i32::try_from(i).unwrap_or(i32::MAX)),
         inertia: e.inertia,
+        documents: e.documents.and_then(|d| i64::try_from(d).ok()),
     }))
 }
 

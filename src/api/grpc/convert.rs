@@ -266,6 +266,7 @@ pub fn run(view: RunView) -> pb::Run {
             fraction: p.fraction,
             iteration: p.iteration.map(|i| i32::try_from(i).unwrap_or(i32::MAX)),
             inertia: p.inertia,
+            documents: p.documents.and_then(|d| i64::try_from(d).ok()),
         }),
         error: s.error.map(|e| pb::RunError {
             code: e.code,

@@ -99,6 +99,7 @@ fn sse_event(item: StreamItem) -> Event {
                 "fraction": p.fraction,
                 "iteration": p.iteration,
                 "inertia": p.inertia,
+                "documents": p.documents,
             })
             .to_string(),
         ),
