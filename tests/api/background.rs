@@ -377,24 +377,7 @@ async fn a_waiting_execute_call_is_cancelled_by_run_id_and_answers_cancelled() {
         (status, resp.json::<Value>().await.expect("JSON"))
     });
     // The execute call does not answer until the end; its run id comes from the list.
-    let start = Instant::now();
-    let run_id = loop {
-        let (status, page) = server
-            .send(
-                reqwest::Method::GET,
-                "/v1/clusters/runs?status=running",
-                Some(KEY_A),
-                NS,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        if let Some(id) = page["runs"][0]["run_id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "never listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let run_id = first_running_run(&server).await;
     let (status, body) = cancel_rest(&server, KEY_A, &run_id).await;
     assert_eq!(status, 200, "{body}");
     let (status, answer) = call.await.expect("execute task");

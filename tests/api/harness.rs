@@ -580,3 +580,28 @@ pub fn fixture_request(collection: &str, algorithm: &str, params: &Value) -> Val
         "store_results": true
     })
 }
+
+/// The id of organisation A's newest `running` run, polled until one shows (at most 60 s).
+pub async fn first_running_run(server: &TestServer) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, page) = server
+            .send(
+                reqwest::Method::GET,
+                "/v1/clusters/runs?status=running",
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        if let Some(id) = page["runs"][0]["run_id"].as_str() {
+            return id.to_owned();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no run ever showed as running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -66,24 +66,7 @@ async fn start_run_on(
             Err(_) => (0, Value::Null),
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, runs) = server
-            .send(
-                reqwest::Method::GET,
-                "/v1/clusters/runs?status=running",
-                Some(KEY_A),
-                NS,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{runs}");
-        if let Some(id) = runs["runs"][0]["run_id"].as_str() {
-            return (id.to_owned(), call);
-        }
-        assert!(Instant::now() < deadline, "the run never showed as running");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    (first_running_run(server).await, call)
 }
 
 async fn run_status(server: &TestServer, run_id: &str) -> Value {
