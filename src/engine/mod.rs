@@ -701,7 +701,8 @@ impl Engine {
         let texts = std::mem::take(&mut loaded.attributes);
         let wants_labels = labeller.is_some();
         let job_ctx = ctx.clone();
-        let (vectors, fitted, metrics, coordinates, corpus) =
+        let vector_name = req.vector_name.clone().unwrap_or_default();
+        let (vectors, rendered, resolved_params, metrics, coordinates, corpus) =
             tokio::task::spawn_blocking(move || {
                 let ctx = job_ctx;
                 if normalize {
@@ -732,29 +733,36 @@ impl Engine {
                 } else {
                     None
                 };
+                // Ranked here, off the async executor (a sort over every row); the
+                // corpus is by rank, as the labels come back.
+                let rendered = Rendered::from_labelled(&fitted.labelled, &vector_name);
                 let corpus = wants_labels.then(|| {
-                    let l = &fitted.labelled;
-                    let memberships = l.labels.iter().enumerate().filter_map(|(row, &c)| {
-                        let c = usize::try_from(c).ok()?;
-                        Some((c, row, l.distances.get(row).copied()))
-                    });
-                    labelling::corpus(l.centers.rows(), memberships, &texts)
+                    let memberships = rendered
+                        .memberships
+                        .iter()
+                        .filter_map(|m| Some((m.rank?, m.row, m.distance)));
+                    labelling::corpus(rendered.centroids.len(), memberships, &texts)
                 });
-                Ok::<_, ApiError>((vectors, fitted, metrics, coordinates, corpus))
+                Ok::<_, ApiError>((
+                    vectors,
+                    rendered,
+                    fitted.resolved_params,
+                    metrics,
+                    coordinates,
+                    corpus,
+                ))
             })
             .await
             .map_err(ApiError::internal)??;
         let labels = Self::label(corpus, req, labeller, &ctx).await?;
-        let vector_name = req.vector_name.clone().unwrap_or_default();
-        let (rendered, ranking) = Rendered::from_labelled(&fitted.labelled, &vector_name);
         Ok(Computed {
             loaded,
             vectors,
             rendered,
-            resolved_params: fitted.resolved_params,
+            resolved_params,
             metrics,
             coordinates,
-            labels: labels.map(|l| result::labels_by_rank(l, &ranking)),
+            labels,
         })
     }
 

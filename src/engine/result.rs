@@ -157,38 +157,6 @@ pub fn centroids(labelled: &Labelled, ranking: &Ranking, vector_name: &str) -> V
         .collect()
 }
 
-/// Labels by internal label -> labels by rank (empty clusters dropped).
-pub fn labels_by_rank(labels: Labels, ranking: &Ranking) -> Labels {
-    let mut by_label: Vec<Option<crate::labeling::ClusterLabel>> =
-        labels.labels.into_iter().map(Some).collect();
-    let ranked = ranking
-        .label_of
-        .iter()
-        .map(|&l| {
-            by_label
-                .get_mut(l)
-                .and_then(Option::take)
-                .unwrap_or_else(|| crate::labeling::ClusterLabel {
-                    label: String::new(),
-                    keywords: Vec::new(),
-                    summary: None,
-                })
-        })
-        .collect();
-    let errors = labels
-        .errors
-        .into_iter()
-        .filter_map(|mut e| {
-            e.cluster = ranking.rank(i64::try_from(e.cluster).ok()?)?;
-            Some(e)
-        })
-        .collect();
-    Labels {
-        labels: ranked,
-        errors,
-    }
-}
-
 pub fn cluster_rows(centroids: &[Centroid]) -> Vec<ClusterRow> {
     centroids
         .iter()
@@ -227,7 +195,7 @@ pub struct Rendered {
 
 impl Rendered {
     /// A labelled answer as the public result: ranks by size, members by cluster id.
-    pub fn from_labelled(labelled: &Labelled, vector_name: &str) -> (Rendered, Ranking) {
+    pub fn from_labelled(labelled: &Labelled, vector_name: &str) -> Rendered {
         let ranking = Ranking::new(&labelled.labels, labelled.centers.rows());
         let mut memberships: Vec<Membership> = labelled
             .labels
@@ -250,12 +218,11 @@ impl Rendered {
             .collect();
         // None (noise) after every cluster: "noise" sorts after "cluster_…".
         memberships.sort_unstable_by_key(|m| (m.rank.is_none(), m.rank, m.row));
-        let rendered = Rendered {
+        Rendered {
             centroids: centroids(labelled, &ranking, vector_name),
             num_clusters: ranking.num_clusters(),
             memberships,
-        };
-        (rendered, ranking)
+        }
     }
 
     fn id(&self, rank: Option<usize>) -> String {
@@ -362,7 +329,7 @@ mod tests {
             distances: vec![0.0; 4],
             probabilities: None,
         };
-        let (rendered, _) = Rendered::from_labelled(&labelled, "v");
+        let rendered = Rendered::from_labelled(&labelled, "v");
         let order: Vec<(Option<usize>, usize)> = rendered
             .memberships
             .iter()
