@@ -57,20 +57,7 @@ impl GpuMatrix {
         let max = default_chunk_rows(ctx, d)?;
         let chunk_rows = chunk_rows.unwrap_or(max).clamp(1, max);
         let x_sq = row_sq_norms(x);
-        let chunks = ctx.scoped(|| {
-            (0..x.rows())
-                .step_by(chunk_rows)
-                .map(|start| {
-                    let end = (start + chunk_rows).min(x.rows());
-                    GpuChunk {
-                        start,
-                        rows: end - start,
-                        x: ctx.storage("x chunk", x.rows_slice(start, end)),
-                        x_sq: ctx.storage("x_sq chunk", &x_sq[start..end]),
-                    }
-                })
-                .collect()
-        })?;
+        let chunks = upload_chunks(ctx, x, &x_sq, chunk_rows)?;
         Ok(GpuMatrix {
             rows: x.rows(),
             cols: d,
@@ -78,4 +65,28 @@ impl GpuMatrix {
             chunks,
         })
     }
+}
+
+/// `x` in chunks of `chunk_rows` rows with the caller's squared norms (which may come
+/// from a prepared copy of the data, so they are not recomputed here).
+pub(crate) fn upload_chunks(
+    ctx: &GpuContext,
+    x: &Matrix,
+    x_sq: &[f32],
+    chunk_rows: usize,
+) -> Result<Vec<GpuChunk>, GpuError> {
+    ctx.scoped(|| {
+        (0..x.rows())
+            .step_by(chunk_rows)
+            .map(|start| {
+                let end = (start + chunk_rows).min(x.rows());
+                GpuChunk {
+                    start,
+                    rows: end - start,
+                    x: ctx.storage("x chunk", x.rows_slice(start, end)),
+                    x_sq: ctx.storage("x_sq chunk", &x_sq[start..end]),
+                }
+            })
+            .collect()
+    })
 }

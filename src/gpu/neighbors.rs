@@ -2,7 +2,7 @@
 //! over all rows of a matrix, from approximate squared Euclidean distances. The exact
 //! answer is `algorithms::neighbors`, which refines these candidates.
 
-use super::matrix::{GpuChunk, default_chunk_rows};
+use super::matrix::{default_chunk_rows, upload_chunks};
 use super::{GpuContext, GpuError};
 use crate::model::Matrix;
 
@@ -168,7 +168,7 @@ fn sweep(
         .min(by_work.max(WG))
         .max(1);
     let pipeline = ctx.pipeline(entry, SHADER, entry)?;
-    let chunks = upload(ctx, x, x_sq, chunk_rows)?;
+    let chunks = upload_chunks(ctx, x, x_sq, chunk_rows)?;
 
     let mut indices = Vec::with_capacity(n * words);
     let mut distances = Vec::with_capacity(if k > 0 { n * k } else { 0 });
@@ -219,28 +219,4 @@ fn sweep(
         }
     }
     Ok((indices, distances))
-}
-
-/// `x` in chunks of `chunk_rows` rows with the caller's squared norms (which may come
-/// from a prepared copy of the data, so they are not recomputed here).
-fn upload(
-    ctx: &GpuContext,
-    x: &Matrix,
-    x_sq: &[f32],
-    chunk_rows: usize,
-) -> Result<Vec<GpuChunk>, GpuError> {
-    ctx.scoped(|| {
-        (0..x.rows())
-            .step_by(chunk_rows)
-            .map(|start| {
-                let end = (start + chunk_rows).min(x.rows());
-                GpuChunk {
-                    start,
-                    rows: end - start,
-                    x: ctx.storage("x chunk", x.rows_slice(start, end)),
-                    x_sq: ctx.storage("x_sq chunk", &x_sq[start..end]),
-                }
-            })
-            .collect()
-    })
 }
