@@ -6,6 +6,7 @@ mod admission;
 mod grouped;
 mod labelling;
 mod lifecycle;
+mod placement;
 mod plan;
 mod registry;
 mod result;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::algorithms::attribute_grouping::{self, Aggregation, GroupingOptions};
-use crate::algorithms::projection;
+use crate::algorithms::projection::{self, Pca2d};
 use crate::gpu;
 use crate::labeling::{self, Labels, Provider};
 use crate::metrics::{self, MetricsOptions};
@@ -27,15 +28,18 @@ use crate::model::{
     ExecuteRequest, ExecuteResponse, Matrix, Metrics, ProgressEvent, RunContext, RunRecord,
     RunRequestRecord, RunState, RunStatus, RunView, Scope,
 };
-use crate::store::{LoadRequest, LoadedDocuments, SampleArtifact, Store};
+use crate::store::{
+    CorePointsArtifact, LoadRequest, LoadedDocuments, Remainder, SampleArtifact, Store,
+};
 
 pub use admission::Admission;
 use admission::Ticket;
 pub use lifecycle::{HEARTBEAT, STALE_AFTER};
 use lifecycle::{RunRecorder, now_rfc3339};
+use placement::RunModel;
 use plan::Plan;
 use registry::{Registration, Registry, Signal};
-use result::{MemberSource, Rendered};
+use result::{MemberSource, Placed, Rendered, RunMembers};
 
 /// Engine limits and choices fixed at start-up.
 #[derive(Debug, Clone)]
@@ -91,6 +95,8 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// The runs computing now, for `cancel`.
     runs: Arc<Registry>,
+    /// Placement models of stored runs recently assigned to.
+    models: placement::ModelCache,
 }
 
 /// How long `cancel` waits for the run to reach a checkpoint and record itself cancelled
@@ -132,11 +138,15 @@ struct Computed {
     coordinates: Option<Vec<[f32; 2]>>,
     /// Cluster labels by rank, when `llm_labeling` asked for them.
     labels: Option<Labels>,
+    /// How the run places other vectors (vector runs that store results).
+    model: Option<Arc<RunModel>>,
+    /// The documents a sample left out, placed after the fit.
+    placed: Vec<Placed>,
 }
 
 /// Row L2 normalisation on the run's device; the CPU twin gives the same rows, so a device
 /// fault only costs time.
-fn normalize_rows(vectors: &mut Matrix, ctx: &RunContext) {
+pub(super) fn normalize_rows(vectors: &mut Matrix, ctx: &RunContext) {
     if ctx.device == DeviceKind::Gpu {
         let on_gpu =
             gpu::shared_context().and_then(|c| gpu::normalize::normalize_rows(&c, vectors, None));
@@ -171,6 +181,7 @@ impl Engine {
             instance_id: format!("{}-{instance:016x}", std::process::id()),
             shutdown: CancellationToken::new(),
             runs: Arc::new(Registry::default()),
+            models: placement::ModelCache::default(),
         })
     }
 
@@ -452,8 +463,9 @@ impl Engine {
         scope: &Scope,
         req: &ExecuteRequest,
         attributes: &[(String, String)],
+        keep_remainder: bool,
         ctx: &RunContext,
-    ) -> ApiResult<LoadedDocuments> {
+    ) -> ApiResult<(LoadedDocuments, Option<Remainder>)> {
         ctx.progress(ProgressEvent {
             stage: "loading",
             fraction: 0.0,
@@ -472,7 +484,7 @@ impl Engine {
         }
         let loaded = self
             .store
-            .load(
+            .load_with_remainder(
                 scope,
                 &LoadRequest {
                     collection_ids: req.collection_ids.clone(),
@@ -481,7 +493,10 @@ impl Engine {
                     attribute_fields: wanted.into_iter().map(|(_, f)| f).collect(),
                     sample_size: req.sample_size,
                     seed: ctx.seed,
+                    document_ids: None,
+                    document_ids_field: String::new(),
                 },
+                keep_remainder,
                 ctx,
             )
             .await;
@@ -508,7 +523,7 @@ impl Engine {
                     fraction: 1.0,
                     iteration: None,
                     inertia: None,
-                    documents: u64::try_from(loaded.document_ids.len()).ok(),
+                    documents: u64::try_from(loaded.0.document_ids.len()).ok(),
                 });
                 Ok(loaded)
             }
@@ -575,7 +590,7 @@ impl Engine {
                 )
             })
             .collect();
-        let mut loaded = self.load(scope, req, &fields, &ctx).await?;
+        let (mut loaded, _) = self.load(scope, req, &fields, false, &ctx).await?;
         let n = loaded.document_ids.len();
         self.check_inline_members(req, n)?;
         let mut vectors = loaded.vectors.take();
@@ -671,6 +686,8 @@ impl Engine {
             metrics,
             coordinates,
             labels,
+            model: None,
+            placed: Vec::new(),
         })
     }
 
@@ -683,7 +700,9 @@ impl Engine {
         labeller: Option<&Provider>,
         ctx: RunContext,
     ) -> ApiResult<Computed> {
-        let mut loaded = self.load(scope, req, &[], &ctx).await?;
+        // The documents a sample leaves out are placed after the fit when they have
+        // somewhere to go: members.parquet.
+        let (mut loaded, remainder) = self.load(scope, req, &[], req.store_results, &ctx).await?;
         let n = loaded.document_ids.len();
         self.check_inline_members(req, n)?;
         // Taken, not cloned: the engine holds one copy of the vectors.
@@ -695,14 +714,16 @@ impl Engine {
         let plan = plan.clone();
         let normalize = req.normalize_features;
         let compute_metrics = req.compute_metrics;
-        let coordinates = req.save_artifacts;
+        // Every stored run draws: members carry coordinates (the members page, sample.parquet).
+        let project = req.save_artifacts || req.store_results;
+        let wants_model = req.store_results;
         let metrics_options = self.config.metrics.clone();
         // The labelling texts, moved into the computation and dropped once in the corpus.
         let texts = std::mem::take(&mut loaded.attributes);
         let wants_labels = labeller.is_some();
         let job_ctx = ctx.clone();
         let vector_name = req.vector_name.clone().unwrap_or_default();
-        let (vectors, rendered, resolved_params, metrics, coordinates, corpus) =
+        let (vectors, rendered, resolved_params, metrics, coordinates, corpus, model) =
             tokio::task::spawn_blocking(move || {
                 let ctx = job_ctx;
                 if normalize {
@@ -728,14 +749,24 @@ impl Engine {
                 } else {
                     None
                 };
-                let coordinates = if coordinates {
-                    Some(projection::pca_2d(&vectors, ctx.seed, &ctx)?)
+                let pca = if project {
+                    Some(Pca2d::fit(&vectors, ctx.seed, &ctx)?)
                 } else {
                     None
                 };
+                let coordinates = pca.as_ref().map(|p| p.project(&vectors));
                 // Ranked here, off the async executor (a sort over every row); the
                 // corpus is by rank, as the labels come back.
                 let rendered = Rendered::from_labelled(&fitted.labelled, &vector_name);
+                let model = if wants_model {
+                    Some(Arc::new(RunModel {
+                        assigner: placement::assigner(&vectors, &rendered, &fitted.rule)?,
+                        pca,
+                        normalize,
+                    }))
+                } else {
+                    None
+                };
                 let corpus = wants_labels.then(|| {
                     let memberships = rendered
                         .memberships
@@ -750,10 +781,17 @@ impl Engine {
                     metrics,
                     coordinates,
                     corpus,
+                    model,
                 ))
             })
             .await
             .map_err(ApiError::internal)??;
+        let placed = match (remainder, &model) {
+            (Some(rest), Some(model)) => {
+                placement::place_remainder(rest, Arc::clone(model), &ctx).await?
+            }
+            _ => Vec::new(),
+        };
         let labels = Self::label(corpus, req, labeller, &ctx).await?;
         Ok(Computed {
             loaded,
@@ -763,6 +801,8 @@ impl Engine {
             metrics,
             coordinates,
             labels,
+            model,
+            placed,
         })
     }
 
@@ -787,6 +827,8 @@ impl Engine {
             metrics,
             coordinates,
             labels,
+            model,
+            placed,
         } = computed;
         let llm_labeling_errors = labels.map(|l| rendered.apply_labels(l));
         let source = MemberSource {
@@ -815,13 +857,10 @@ impl Engine {
                     vectors.cols(),
                 )
                 .await?;
-            let rows: Vec<_> = rendered
-                .memberships
-                .iter()
-                .map(|m| source.member_row(m))
-                .collect();
-            let members_written = self.store.write_members(scope, &run_id, &rows).await?;
-            drop(rows);
+            let members_written = self
+                .store
+                .write_member_table(scope, &run_id, &RunMembers::new(&source, &placed))
+                .await?;
             artifacts.push(clusters.clone());
             artifacts.push(members_written.clone());
             parquet_path = Some(clusters);
@@ -843,6 +882,36 @@ impl Engine {
                     .await?;
                 artifacts.push(sample);
             }
+            if let Some(cores) = model.as_ref().and_then(|m| m.cores()) {
+                let ids: Vec<&str> = cores
+                    .clusters
+                    .iter()
+                    .map(|&r| {
+                        rendered
+                            .centroids
+                            .get(r as usize)
+                            .map_or("", |c| c.cluster_id.as_str())
+                    })
+                    .collect();
+                let radius: Vec<Option<f64>> = cores
+                    .radius
+                    .iter()
+                    .map(|&r| r.is_finite().then_some(r))
+                    .collect();
+                let key = self
+                    .store
+                    .write_core_points(
+                        scope,
+                        &run_id,
+                        &CorePointsArtifact {
+                            cluster_ids: &ids,
+                            radius: &radius,
+                            vectors: &cores.points,
+                        },
+                    )
+                    .await?;
+                artifacts.push(key);
+            }
         }
 
         let response = ExecuteResponse {
@@ -861,6 +930,7 @@ impl Engine {
             device: self.device.info(),
             members,
             llm_labeling_errors,
+            placed_documents: (!placed.is_empty()).then_some(placed.len()),
         };
         let record = RunRecord {
             run_id,
@@ -902,6 +972,10 @@ impl Engine {
                 ..response.clone()
             },
             artifacts,
+            placement: model
+                .as_ref()
+                .filter(|_| req.store_results)
+                .map(|m| m.record(req.vector_name.clone(), placed.len())),
         };
         Ok((response, record))
     }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::labeling::Labels;
 use crate::model::response::{NOISE_CLUSTER_ID, cluster_id};
 use crate::model::{Centroid, LabelingFailure, Matrix, Member};
-use crate::store::{ClusterRow, LoadedDocuments, MemberRow};
+use crate::store::{ClusterRow, LoadedDocuments, MemberRef, MemberTable};
 
 /// An algorithm's answer in internal label space: `labels[i]` indexes a row of `centers`,
 /// or is −1 for noise.
@@ -276,17 +276,6 @@ impl MemberSource<'_> {
         }
     }
 
-    pub fn member_row(&self, m: &Membership) -> MemberRow {
-        MemberRow {
-            document_id: self.loaded.document_ids[m.row].clone(),
-            collection_id: self.collection(m.row),
-            cluster_id: self.rendered.id(m.rank),
-            distance_to_centroid: m.distance,
-            probability: m.probability,
-            coordinates: self.coordinates.and_then(|c| c.get(m.row).copied()),
-        }
-    }
-
     /// Cluster id of each row, in load order (a row in several clusters: its first).
     pub fn cluster_ids(&self) -> Vec<String> {
         let mut ranks: Vec<Option<Option<usize>>> = vec![None; self.loaded.document_ids.len()];
@@ -305,6 +294,131 @@ impl MemberSource<'_> {
         (0..self.loaded.document_ids.len())
             .map(|r| self.collection(r))
             .collect()
+    }
+}
+
+/// A document of the collections that the sample left out, placed into the fitted
+/// clusters after the fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub document_id: String,
+    /// Index into the request's `collection_ids`.
+    pub collection: u32,
+    /// Cluster rank, None for noise.
+    pub rank: Option<usize>,
+    pub distance: Option<f32>,
+    pub coordinates: Option<[f32; 2]>,
+}
+
+/// Where row `i` of `members.parquet` comes from.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Sampled(usize),
+    Placed(usize),
+}
+
+/// The rows of `members.parquet` of a run: the sample's memberships and the placed
+/// documents merged in cluster id order (within a cluster, sampled documents first), in
+/// compact form; [`MemberTable`] turns one into a row when the writer asks.
+pub struct RunMembers<'a> {
+    source: &'a MemberSource<'a>,
+    placed: &'a [Placed],
+    ids: Vec<String>,
+    order: Vec<Slot>,
+}
+
+impl<'a> RunMembers<'a> {
+    pub fn new(source: &'a MemberSource<'a>, placed: &'a [Placed]) -> RunMembers<'a> {
+        let key = |rank: Option<usize>| (rank.is_none(), rank);
+        let mut by_cluster: Vec<usize> = (0..placed.len()).collect();
+        by_cluster.sort_by_key(|&i| key(placed[i].rank));
+        let sampled = &source.rendered.memberships;
+        let mut order = Vec::with_capacity(sampled.len() + placed.len());
+        let (mut a, mut b) = (0, 0);
+        while a < sampled.len() || b < by_cluster.len() {
+            let take_sampled = match (sampled.get(a), by_cluster.get(b)) {
+                (Some(m), Some(&p)) => key(m.rank) <= key(placed[p].rank),
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_sampled {
+                order.push(Slot::Sampled(a));
+                a += 1;
+            } else {
+                order.push(Slot::Placed(by_cluster[b]));
+                b += 1;
+            }
+        }
+        let mut ids: Vec<String> = (0..source.rendered.centroids.len())
+            .map(|r| source.rendered.id(Some(r)))
+            .collect();
+        ids.push(NOISE_CLUSTER_ID.to_owned());
+        RunMembers {
+            source,
+            placed,
+            ids,
+            order,
+        }
+    }
+
+    fn cluster(&self, rank: Option<usize>) -> &str {
+        let noise = self.ids.len() - 1;
+        &self.ids[rank.filter(|&r| r < noise).unwrap_or(noise)]
+    }
+
+    fn collection(&self, index: u32) -> &str {
+        self.source
+            .collection_ids
+            .get(index as usize)
+            .map_or("", String::as_str)
+    }
+}
+
+impl MemberTable for RunMembers<'_> {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn row(&self, i: usize) -> MemberRef<'_> {
+        match self.order[i] {
+            Slot::Sampled(k) => {
+                let m = &self.source.rendered.memberships[k];
+                let loaded = self.source.loaded;
+                MemberRef {
+                    document_id: &loaded.document_ids[m.row],
+                    collection_id: self.collection(loaded.collection_index[m.row]),
+                    cluster_id: self.cluster(m.rank),
+                    distance_to_centroid: m.distance,
+                    probability: m.probability,
+                    coordinates: self.source.coordinates.and_then(|c| c.get(m.row).copied()),
+                    sampled: true,
+                }
+            }
+            Slot::Placed(k) => {
+                let p = &self.placed[k];
+                MemberRef {
+                    document_id: &p.document_id,
+                    collection_id: self.collection(p.collection),
+                    cluster_id: self.cluster(p.rank),
+                    distance_to_centroid: p.distance,
+                    probability: None,
+                    coordinates: p.coordinates,
+                    sampled: false,
+                }
+            }
+        }
+    }
+
+    fn has_probability(&self) -> bool {
+        self.source
+            .rendered
+            .memberships
+            .iter()
+            .any(|m| m.probability.is_some())
+    }
+
+    fn has_coordinates(&self) -> bool {
+        self.source.coordinates.is_some()
     }
 }
 
@@ -352,6 +466,63 @@ mod tests {
         let c = centroids(&l, &ranking, "v");
         assert_eq!(c.len(), 2, "noise has no centroid row");
         assert_eq!(c[0].num_members, 2);
+    }
+
+    #[test]
+    fn placed_documents_merge_into_cluster_order_after_the_sampled_ones() {
+        let labelled = Labelled {
+            labels: vec![-1, 1, 0, 1],
+            centers: Matrix::zeros(2, 1),
+            distances: vec![0.5; 4],
+            probabilities: None,
+        };
+        let rendered = Rendered::from_labelled(&labelled, "v");
+        let loaded = LoadedDocuments {
+            document_ids: ["s0", "s1", "s2", "s3"].map(String::from).to_vec(),
+            collection_index: vec![0; 4],
+            vectors: None,
+            vector_dimension: None,
+            attributes: Vec::new(),
+            total_documents: 7,
+        };
+        let collections = vec!["c".to_owned()];
+        let source = MemberSource {
+            rendered: &rendered,
+            loaded: &loaded,
+            collection_ids: &collections,
+            coordinates: None,
+        };
+        let place = |id: &str, rank| Placed {
+            document_id: id.to_owned(),
+            collection: 0,
+            rank,
+            distance: rank.map(|_| 1.0),
+            coordinates: None,
+        };
+        let placed = vec![
+            place("p0", None),
+            place("p1", Some(1)),
+            place("p2", Some(0)),
+        ];
+        let members = RunMembers::new(&source, &placed);
+        let rows: Vec<(&str, &str, bool)> = (0..members.len())
+            .map(|i| {
+                let r = members.row(i);
+                (r.document_id, r.cluster_id, r.sampled)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("s1", "cluster_001", true),
+                ("s3", "cluster_001", true),
+                ("p2", "cluster_001", false),
+                ("s2", "cluster_002", true),
+                ("p1", "cluster_002", false),
+                ("s0", "noise", true),
+                ("p0", "noise", false),
+            ]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a run returns, and the one error type. Nothing here knows about HTTP, gRPC or JSON
 //! wire shapes.
 
+pub mod assign;
 pub mod context;
 pub mod document;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod request;
 pub mod response;
 pub mod run;
 
+pub use assign::{AssignInput, AssignResponse, Assignment, MAX_ASSIGN_ITEMS};
 pub use context::{Cancelled, DeviceKind, ProgressEvent, RunContext};
 pub use document::DocumentRecord;
 pub use error::{ApiError, ApiResult, ErrorCode};
@@ -23,4 +25,7 @@ pub use request::{
     ExecuteRequest, LabelingProvider, LabelingRequest,
 };
 pub use response::{Centroid, DeviceInfo, ExecuteResponse, LabelingFailure, Member, Metrics};
-pub use run::{RunError, RunProgress, RunRecord, RunRequestRecord, RunState, RunStatus, RunView};
+pub use run::{
+    PlacementRecord, RunError, RunProgress, RunRecord, RunRequestRecord, RunState, RunStatus,
+    RunView,
+};

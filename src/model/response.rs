@@ -83,6 +83,10 @@ pub struct ExecuteResponse {
     /// label), each with what happened. Empty when every label came through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_labeling_errors: Option<Vec<LabelingFailure>>,
+    /// Documents beyond the sample placed into the fitted clusters after the fit (they
+    /// are in members.parquet with `sampled` false); absent when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_documents: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -128,6 +128,36 @@ pub struct RunRecord {
     pub result: ExecuteResponse,
     /// Keys of the artifacts written, relative to the store prefix.
     pub artifacts: Vec<String>,
+    /// How the run places vectors it did not cluster; absent for runs that cannot
+    /// (attribute grouping) and for runs stored before placement existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementRecord>,
+}
+
+/// The placement model of a stored run: what `assign` and the documents beyond a sample
+/// use, besides the centroids in clusters.parquet and the core points in
+/// core_points.parquet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementRecord {
+    /// `nearest_centroid` (k-means, Gaussian mixture, mean-shift) or `nearest_core`
+    /// (density and graph algorithms: the nearest core point within its radius).
+    pub rule: String,
+    /// The distance of the core points (`euclidean`, `cosine`, `manhattan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// Vectors are L2-normalised before placing, as the run normalised its own.
+    pub normalize: bool,
+    pub vector_name: Option<String>,
+    pub dimension: usize,
+    /// Rows of core_points.parquet (nearest_core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_points: Option<usize>,
+    /// The run's 2-D PCA projection (mean and two axes), so placed vectors get
+    /// coordinates in the same drawing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<serde_json::Value>,
+    /// Documents placed after the fit: those a `sample_size` left out.
+    pub placed_documents: usize,
 }
 
 /// A run as the API shows it: its status, and the record once completed.
@@ -138,4 +168,9 @@ pub struct RunView {
 }
 
 /// The artifacts a run may have, by file name.
-pub const ARTIFACT_NAMES: [&str; 3] = ["clusters.parquet", "members.parquet", "sample.parquet"];
+pub const ARTIFACT_NAMES: [&str; 4] = [
+    "clusters.parquet",
+    "members.parquet",
+    "sample.parquet",
+    "core_points.parquet",
+];

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder};
 use arrow_array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use bytes::Bytes;
@@ -40,6 +41,9 @@ const BATCH_BYTES: usize = 32 << 20;
 /// The writer buffers a whole row group before flushing it to the object store; this
 /// bounds that buffer for vector-heavy files.
 const ROW_GROUP_BYTES: usize = 128 << 20;
+/// Row groups of `members.parquet` stay small: the members page reader fetches whole row
+/// groups, and their `cluster_id` statistics let it skip every group of other clusters.
+pub(crate) const MEMBERS_ROW_GROUP_ROWS: usize = 32_768;
 
 /// One row of `clusters.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +71,66 @@ pub struct MemberRow {
     /// `probability` column is written when any row has one.
     pub probability: Option<f32>,
     pub coordinates: Option<[f32; 2]>,
+    /// Whether the document was in the clustered sample (false: placed afterwards into the
+    /// fitted clusters).
+    pub sampled: bool,
+}
+
+/// One row of `members.parquet`, borrowed: what a [`MemberTable`] hands the writer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemberRef<'a> {
+    pub document_id: &'a str,
+    pub collection_id: &'a str,
+    pub cluster_id: &'a str,
+    pub distance_to_centroid: Option<f32>,
+    pub probability: Option<f32>,
+    pub coordinates: Option<[f32; 2]>,
+    pub sampled: bool,
+}
+
+/// The rows of `members.parquet` in file order (sorted by `cluster_id`), produced one at a
+/// time: a run over millions of documents keeps them in compact form and never builds a
+/// row struct with owned strings per document.
+pub trait MemberTable: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn row(&self, i: usize) -> MemberRef<'_>;
+    /// Whether to write the `probability` column.
+    fn has_probability(&self) -> bool;
+    /// Whether to write the `coordinates` column.
+    fn has_coordinates(&self) -> bool;
+}
+
+/// Owned rows in the order `order` gives.
+struct SortedRows<'a> {
+    rows: &'a [MemberRow],
+    order: Vec<usize>,
+}
+
+impl MemberTable for SortedRows<'_> {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+    fn row(&self, i: usize) -> MemberRef<'_> {
+        let r = &self.rows[self.order[i]];
+        MemberRef {
+            document_id: &r.document_id,
+            collection_id: &r.collection_id,
+            cluster_id: &r.cluster_id,
+            distance_to_centroid: r.distance_to_centroid,
+            probability: r.probability,
+            coordinates: r.coordinates,
+            sampled: r.sampled,
+        }
+    }
+    fn has_probability(&self) -> bool {
+        self.rows.iter().any(|r| r.probability.is_some())
+    }
+    fn has_coordinates(&self) -> bool {
+        self.rows.iter().any(|r| r.coordinates.is_some())
+    }
 }
 
 /// The columns of `sample.parquet`, borrowed from the run: row `i` of every slice and of
@@ -117,7 +181,7 @@ impl Store {
             Field::new("vector_name", DataType::Utf8, true),
         ]));
         let batch_rows = rows_per_batch(dimension * 4 + 256);
-        self.write_parquet(&key, &schema, rows.len(), batch_rows, |range| {
+        self.write_parquet(&key, &schema, rows.len(), batch_rows, None, |range| {
             clusters_batch(&schema, &rows[range], dimension)
         })
         .await?;
@@ -132,7 +196,6 @@ impl Store {
         run_id: &str,
         rows: &[MemberRow],
     ) -> ApiResult<String> {
-        let key = paths::run_file(scope, run_id, MEMBERS_FILE)?;
         let mut order: Vec<usize> = (0..rows.len()).collect();
         if !rows.is_sorted_by(|a, b| a.cluster_id <= b.cluster_id) {
             // Not a debug_assert: the spec test feeds unsorted rows on purpose, and a caller
@@ -143,8 +206,28 @@ impl Store {
             );
             order.sort_by(|&a, &b| rows[a].cluster_id.cmp(&rows[b].cluster_id));
         }
-        let with_coordinates = rows.iter().any(|r| r.coordinates.is_some());
-        let with_probability = rows.iter().any(|r| r.probability.is_some());
+        self.write_member_table(scope, run_id, &SortedRows { rows, order })
+            .await
+    }
+
+    /// Write `members.parquet` from rows already in `cluster_id` order; rows out of order
+    /// are an engine bug and refused rather than written into a file that promises order.
+    pub async fn write_member_table(
+        &self,
+        scope: &Scope,
+        run_id: &str,
+        table: &dyn MemberTable,
+    ) -> ApiResult<String> {
+        let key = paths::run_file(scope, run_id, MEMBERS_FILE)?;
+        if let Some(i) =
+            (1..table.len()).find(|&i| table.row(i - 1).cluster_id > table.row(i).cluster_id)
+        {
+            return Err(ApiError::internal(format!(
+                "members are not sorted by cluster_id at row {i}"
+            )));
+        }
+        let with_coordinates = table.has_coordinates();
+        let with_probability = table.has_probability();
         let mut fields = vec![
             Field::new("document_id", DataType::Utf8, false),
             Field::new("collection_id", DataType::Utf8, false),
@@ -161,16 +244,16 @@ impl Store {
                 true,
             ));
         }
+        fields.push(Field::new("sampled", DataType::Boolean, false));
         let schema = Arc::new(Schema::new(fields));
-        self.write_parquet(&key, &schema, rows.len(), BATCH_ROWS, |range| {
-            members_batch(
-                &schema,
-                rows,
-                &order[range],
-                with_probability,
-                with_coordinates,
-            )
-        })
+        self.write_parquet(
+            &key,
+            &schema,
+            table.len(),
+            BATCH_ROWS.min(MEMBERS_ROW_GROUP_ROWS),
+            Some(MEMBERS_ROW_GROUP_ROWS),
+            |range| members_batch(&schema, table, range, with_probability, with_coordinates),
+        )
         .await?;
         Ok(key.as_ref().to_owned())
     }
@@ -206,7 +289,7 @@ impl Store {
             Field::new("vector", vector_type(dimension)?, false),
         ]));
         let batch_rows = rows_per_batch(dimension * 4 + 64);
-        self.write_parquet(&key, &schema, n, batch_rows, |range| {
+        self.write_parquet(&key, &schema, n, batch_rows, None, |range| {
             sample_batch(&schema, sample, range)
         })
         .await?;
@@ -249,18 +332,22 @@ impl Store {
 
     /// Stream batches into `key` through a multipart `BufWriter`: only one batch and one
     /// row group are ever in memory. `build` makes the batch of a row range.
-    async fn write_parquet(
+    pub(super) async fn write_parquet(
         &self,
         key: &Path,
         schema: &SchemaRef,
         rows: usize,
         batch_rows: usize,
+        max_row_group_rows: Option<usize>,
         mut build: impl FnMut(Range<usize>) -> ApiResult<RecordBatch>,
     ) -> ApiResult<()> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .build();
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES));
+        if let Some(rows) = max_row_group_rows {
+            props = props.set_max_row_group_row_count(Some(rows));
+        }
+        let props = props.build();
         let sink = BufWriter::new(Arc::clone(&self.inner), key.clone());
         let mut writer = AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props))
             .map_err(ApiError::internal)?;
@@ -294,12 +381,12 @@ impl Store {
     }
 }
 
-fn rows_per_batch(bytes_per_row: usize) -> usize {
+pub(super) fn rows_per_batch(bytes_per_row: usize) -> usize {
     (BATCH_BYTES / bytes_per_row.max(1)).clamp(1, BATCH_ROWS)
 }
 
 /// The conventional list item field (`item`, nullable), as pyarrow writes it.
-fn f32_item() -> FieldRef {
+pub(super) fn f32_item() -> FieldRef {
     Arc::new(Field::new_list_field(DataType::Float32, true))
 }
 
@@ -309,7 +396,7 @@ fn string_item() -> FieldRef {
 
 /// FixedSizeList of the dimension; a plain List when there is no dimension, since a
 /// zero-sized FixedSizeList is not something every reader accepts.
-fn vector_type(dimension: usize) -> ApiResult<DataType> {
+pub(super) fn vector_type(dimension: usize) -> ApiResult<DataType> {
     if dimension == 0 {
         return Ok(DataType::List(f32_item()));
     }
@@ -318,7 +405,7 @@ fn vector_type(dimension: usize) -> ApiResult<DataType> {
     Ok(DataType::FixedSizeList(f32_item(), size))
 }
 
-fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+pub(super) fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
@@ -402,16 +489,16 @@ fn centroid_array(rows: &[ClusterRow], dimension: usize) -> ApiResult<ArrayRef> 
 
 fn members_batch(
     schema: &SchemaRef,
-    rows: &[MemberRow],
-    order: &[usize],
+    table: &dyn MemberTable,
+    range: Range<usize>,
     with_probability: bool,
     with_coordinates: bool,
 ) -> ApiResult<RecordBatch> {
-    let picked = || order.iter().map(|&i| &rows[i]);
+    let picked = || range.clone().map(|i| table.row(i));
     let mut columns: Vec<ArrayRef> = vec![
-        strings(picked().map(|r| r.document_id.as_str())),
-        strings(picked().map(|r| r.collection_id.as_str())),
-        strings(picked().map(|r| r.cluster_id.as_str())),
+        strings(picked().map(|r| r.document_id)),
+        strings(picked().map(|r| r.collection_id)),
+        strings(picked().map(|r| r.cluster_id)),
         Arc::new(Float32Array::from_iter(
             picked().map(|r| r.distance_to_centroid),
         )),
@@ -422,7 +509,7 @@ fn members_batch(
         )));
     }
     if with_coordinates {
-        let mut b = FixedSizeListBuilder::new(Float32Builder::with_capacity(order.len() * 2), 2)
+        let mut b = FixedSizeListBuilder::new(Float32Builder::with_capacity(range.len() * 2), 2)
             .with_field(f32_item());
         for r in picked() {
             b.values().append_slice(&r.coordinates.unwrap_or_default());
@@ -430,7 +517,35 @@ fn members_batch(
         }
         columns.push(Arc::new(b.finish()));
     }
+    columns.push(Arc::new(BooleanArray::from_iter(
+        picked().map(|r| Some(r.sampled)),
+    )));
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(ApiError::internal)
+}
+
+/// Rows `range` of `vectors` as a FixedSizeList column (a List of empty rows when the
+/// matrix has no columns, as [`vector_type`] declares it).
+pub(super) fn fixed_vectors(vectors: &Matrix, range: Range<usize>) -> ApiResult<ArrayRef> {
+    let dimension = vectors.cols();
+    if dimension == 0 {
+        let mut b = ListBuilder::new(Float32Builder::new()).with_field(f32_item());
+        for _ in range {
+            b.append(true);
+        }
+        return Ok(Arc::new(b.finish()));
+    }
+    let size = i32::try_from(dimension)
+        .map_err(|_| ApiError::internal(format!("vector dimension {dimension} is too large")))?;
+    let values = vectors.rows_slice(range.start, range.end);
+    Ok(Arc::new(
+        FixedSizeListArray::try_new(
+            f32_item(),
+            size,
+            Arc::new(Float32Array::from(values.to_vec())),
+            None,
+        )
+        .map_err(ApiError::internal)?,
+    ))
 }
 
 fn sample_batch(
@@ -439,28 +554,7 @@ fn sample_batch(
     range: Range<usize>,
 ) -> ApiResult<RecordBatch> {
     let coordinates = &sample.coordinates[range.clone()];
-    let dimension = sample.vectors.cols();
-    let values = sample.vectors.rows_slice(range.start, range.end);
-    let vectors: ArrayRef = if dimension == 0 {
-        let mut b = ListBuilder::new(Float32Builder::new()).with_field(f32_item());
-        for _ in range.clone() {
-            b.append(true);
-        }
-        Arc::new(b.finish())
-    } else {
-        let size = i32::try_from(dimension).map_err(|_| {
-            ApiError::internal(format!("vector dimension {dimension} is too large"))
-        })?;
-        Arc::new(
-            FixedSizeListArray::try_new(
-                f32_item(),
-                size,
-                Arc::new(Float32Array::from(values.to_vec())),
-                None,
-            )
-            .map_err(ApiError::internal)?,
-        )
-    };
+    let vectors = fixed_vectors(sample.vectors, range.clone())?;
     let columns: Vec<ArrayRef> = vec![
         strings(
             sample.document_ids[range.clone()]

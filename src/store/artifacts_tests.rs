@@ -191,6 +191,7 @@ fn member(doc: &str, cluster: &str, distance: Option<f32>, xy: Option<[f32; 2]>)
         distance_to_centroid: distance,
         probability: None,
         coordinates: xy,
+        sampled: true,
     }
 }
 

@@ -7,7 +7,7 @@
 //! 2. after the optional seeded sample, read the vector and attribute columns of the kept
 //!    rows only (row groups without one are not fetched) into one contiguous buffer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 
 use super::error::parquet_error;
 use super::reader::{self, DOCUMENT_ID, ObjectReader, Part, StringColumn, VectorView, vector_type};
@@ -69,6 +70,20 @@ impl Store {
         req: &LoadRequest,
         ctx: &RunContext,
     ) -> ApiResult<LoadedDocuments> {
+        Ok(self.load_with_remainder(scope, req, false, ctx).await?.0)
+    }
+
+    /// [`Self::load`], and with `keep_remainder` (and a vector column) the documents the
+    /// sample left out, to be streamed afterwards in batches: `None` when nothing was left
+    /// out. Their ids stay in memory (the de-duplication pass read them anyway); their
+    /// vectors are read batch by batch.
+    pub async fn load_with_remainder(
+        &self,
+        scope: &Scope,
+        req: &LoadRequest,
+        keep_remainder: bool,
+        ctx: &RunContext,
+    ) -> ApiResult<(LoadedDocuments, Option<Remainder>)> {
         if req.collection_ids.is_empty() {
             return Err(ApiError::invalid_parameter(
                 F_COLLECTIONS,
@@ -137,6 +152,9 @@ impl Store {
         let attr_paths = resolve_attributes(req, &states)?;
 
         dedup_pass(req, &mut states, ctx).await?;
+        if let Some(wanted) = &req.document_ids {
+            keep_only(req, wanted, &mut states)?;
+        }
         let total: usize = states.iter().map(|s| s.kept.len()).sum();
         if total == 0 {
             return Err(ApiError::invalid_parameter(
@@ -144,10 +162,14 @@ impl Store {
                 "the collections hold no documents",
             ));
         }
+        let mut left_out = None;
         if let Some(amount) = req.sample_size
             && amount < total
         {
-            apply_sample(&mut states, &sample_indices(total, amount, req.seed));
+            left_out = Some(apply_sample(
+                &mut states,
+                &sample_indices(total, amount, req.seed),
+            ));
         }
 
         let selected: usize = states.iter().map(|s| s.kept.len()).sum();
@@ -173,17 +195,236 @@ impl Store {
             out.document_ids
                 .extend(state.kept.iter().map(|(_, id)| id.clone()));
         }
-        if req.vector_column.is_some() {
+        let mut remainder = None;
+        if let Some(column) = &req.vector_column {
             let dim = vectors.dim.map(|(d, _)| d).unwrap_or(0);
             let rows = out.document_ids.len();
+            if keep_remainder && let Some(rest) = left_out {
+                let parts: Vec<PartState> = states
+                    .into_iter()
+                    .zip(rest)
+                    .filter(|(_, rest)| !rest.is_empty())
+                    .map(|(state, rest)| PartState {
+                        kept: rest,
+                        ..state
+                    })
+                    .collect();
+                remainder = Some(Remainder {
+                    req: LoadRequest {
+                        attributes: Vec::new(),
+                        attribute_fields: Vec::new(),
+                        ..req.clone()
+                    },
+                    column: column.clone(),
+                    dim: vectors.dim,
+                    remaining: parts.iter().map(|p| p.kept.len()).sum(),
+                    parts: parts.into(),
+                    current: None,
+                });
+            }
             out.vectors = Some(
                 Matrix::from_vec(rows, dim, vectors.data)
                     .ok_or_else(|| ApiError::internal("vector buffer does not match its shape"))?,
             );
             out.vector_dimension = Some(dim);
         }
-        Ok(out)
+        Ok((out, remainder))
     }
+}
+
+/// A batch of the documents a sample left out: ids, the collection of each (index into the
+/// request's `collection_ids`) and their vectors.
+#[derive(Debug)]
+pub struct RemainderBatch {
+    pub document_ids: Vec<String>,
+    pub collection_index: Vec<u32>,
+    pub vectors: Matrix,
+}
+
+/// The documents a sample left out, streamed part by part, batch by batch.
+pub struct Remainder {
+    req: LoadRequest,
+    column: String,
+    /// The dimension the sample had, and the collection that set it (for errors).
+    dim: Option<(usize, usize)>,
+    remaining: usize,
+    parts: VecDeque<PartState>,
+    current: Option<Streaming>,
+}
+
+/// The part being read and the rows of it still to come.
+struct Streaming {
+    collection: u32,
+    c: usize,
+    ids: std::vec::IntoIter<(usize, String)>,
+    stream: ParquetRecordBatchStream<ObjectReader>,
+    file: String,
+}
+
+impl std::fmt::Debug for Remainder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remainder")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Remainder {
+    /// Documents not yet returned.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// The next at most `max_rows` documents (fewer at the end), `None` when all came.
+    pub async fn next_batch(
+        &mut self,
+        max_rows: usize,
+        ctx: &RunContext,
+    ) -> ApiResult<Option<RemainderBatch>> {
+        let max_rows = max_rows.max(1);
+        let mut batch = RemainderBatch {
+            document_ids: Vec::new(),
+            collection_index: Vec::new(),
+            vectors: Matrix::zeros(0, 0),
+        };
+        let mut sink = VectorSink {
+            data: Vec::new(),
+            dim: self.dim,
+        };
+        let mut scratch = Vec::new();
+        while batch.document_ids.len() < max_rows {
+            ctx.checkpoint()?;
+            if self.current.is_none() {
+                let Some(mut part) = self.parts.pop_front() else {
+                    break;
+                };
+                let kept = std::mem::take(&mut part.kept);
+                let stream = open_rows(&self.req, &part, &kept, &self.column)?;
+                self.current = Some(Streaming {
+                    collection: u32::try_from(part.collection).map_err(ApiError::internal)?,
+                    c: part.collection,
+                    file: part.file(),
+                    ids: kept.into_iter(),
+                    stream,
+                });
+            }
+            let Some(cur) = self.current.as_mut() else {
+                break;
+            };
+            let c = cur.c;
+            let collection = &self.req.collection_ids[c];
+            let file = cur.file.clone();
+            let bad = |m: String| {
+                ApiError::invalid_parameter(
+                    &format!("collection_ids[{c}]"),
+                    format!("part {file} of collection {collection}: {m}"),
+                )
+            };
+            match cur
+                .stream
+                .try_next()
+                .await
+                .map_err(|e| parquet_error(e, bad))?
+            {
+                Some(rb) => {
+                    let ids: Vec<(usize, String)> = cur.ids.by_ref().take(rb.num_rows()).collect();
+                    if ids.len() != rb.num_rows() {
+                        return Err(ApiError::internal(
+                            "the reader returned more rows than selected",
+                        ));
+                    }
+                    append_vectors(
+                        &self.req,
+                        &rb,
+                        &self.column,
+                        c,
+                        &ids,
+                        &mut sink,
+                        &mut scratch,
+                    )?;
+                    batch
+                        .collection_index
+                        .extend(std::iter::repeat_n(cur.collection, ids.len()));
+                    batch.document_ids.extend(ids.into_iter().map(|(_, id)| id));
+                }
+                None => {
+                    if cur.ids.len() != 0 {
+                        return Err(ApiError::internal(format!(
+                            "{} selected rows of {} were not read",
+                            cur.ids.len(),
+                            cur.file
+                        )));
+                    }
+                    self.current = None;
+                }
+            }
+        }
+        if batch.document_ids.is_empty() {
+            return Ok(None);
+        }
+        self.dim = sink.dim;
+        let rows = batch.document_ids.len();
+        let dim = sink.dim.map(|(d, _)| d).unwrap_or(0);
+        batch.vectors = Matrix::from_vec(rows, dim, sink.data)
+            .ok_or_else(|| ApiError::internal("vector buffer does not match its shape"))?;
+        self.remaining = self.remaining.saturating_sub(rows);
+        Ok(Some(batch))
+    }
+}
+
+/// A stream of the vector column of `kept` rows of one part (the remainder's reads).
+fn open_rows(
+    req: &LoadRequest,
+    part: &PartState,
+    kept: &[(usize, String)],
+    column: &str,
+) -> ApiResult<ParquetRecordBatchStream<ObjectReader>> {
+    let c = part.collection;
+    let collection = &req.collection_ids[c];
+    if part.meta.schema().field_with_name(column).is_err() {
+        let doc = kept.first().map(|(_, id)| id.as_str()).unwrap_or_default();
+        return Err(ApiError::invalid_parameter(
+            F_VECTOR,
+            format!("document {doc:?} of collection {collection} has no {column} vector"),
+        ));
+    }
+    let roots = reader::root_indices(part.meta.schema(), [column]);
+    let (groups, selection) = plan_rows(&part.meta, kept);
+    ParquetRecordBatchStreamBuilder::new_with_metadata(part.reader.clone(), part.meta.clone())
+        .with_projection(reader::projection(&part.meta, roots))
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .build()
+        .map_err(|e| {
+            parquet_error(e, |m| {
+                ApiError::invalid_parameter(
+                    &format!("collection_ids[{c}]"),
+                    format!("part {} of collection {collection}: {m}", part.file()),
+                )
+            })
+        })
+}
+
+/// Keep only the wanted documents; every one of them must be there.
+fn keep_only(req: &LoadRequest, wanted: &[String], states: &mut [PartState]) -> ApiResult<()> {
+    let set: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+    let mut found: HashSet<String> = HashSet::with_capacity(set.len());
+    for s in states.iter_mut() {
+        s.kept.retain(|(_, id)| set.contains(id.as_str()));
+        found.extend(s.kept.iter().map(|(_, id)| id.clone()));
+    }
+    if let Some((i, id)) = wanted
+        .iter()
+        .enumerate()
+        .find(|(_, id)| !found.contains(*id))
+    {
+        let collections = req.collection_ids.join(", ");
+        return Err(ApiError::not_found(
+            Some(&format!("{}[{i}]", req.document_ids_field)),
+            format!("document {id:?} is not in collection {collections}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Every collection must have the column, as a float vector, and fixed dimensions must
@@ -448,10 +689,12 @@ async fn read_ids(
     Ok(out)
 }
 
-/// Keep the rows whose position in (collection, part, row) order is in `picked` (sorted).
-fn apply_sample(states: &mut [PartState], picked: &[usize]) {
+/// Keep the rows whose position in (collection, part, row) order is in `picked` (sorted);
+/// the rows left out, per part, are returned.
+fn apply_sample(states: &mut [PartState], picked: &[usize]) -> Vec<Vec<(usize, String)>> {
     let mut offset = 0usize;
     let mut next = 0usize;
+    let mut left_out = Vec::with_capacity(states.len());
     for s in states.iter_mut() {
         let len = s.kept.len();
         let end = offset + len;
@@ -462,20 +705,19 @@ fn apply_sample(states: &mut [PartState], picked: &[usize]) {
         let mine = &picked[start_pick..next];
         let old = std::mem::take(&mut s.kept);
         let mut mine_iter = mine.iter().peekable();
-        s.kept = old
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, row)| {
-                if mine_iter.peek().is_some_and(|&&g| g == offset + i) {
-                    mine_iter.next();
-                    Some(row)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let mut rest = Vec::with_capacity(len - mine.len());
+        for (i, row) in old.into_iter().enumerate() {
+            if mine_iter.peek().is_some_and(|&&g| g == offset + i) {
+                mine_iter.next();
+                s.kept.push(row);
+            } else {
+                rest.push(row);
+            }
+        }
+        left_out.push(rest);
         offset = end;
     }
+    left_out
 }
 
 /// The one vector buffer and the dimension it holds, with the collection that set it (for

@@ -8,6 +8,7 @@ mod artifacts;
 mod error;
 mod load;
 mod paths;
+mod placement;
 mod reader;
 mod runs;
 mod sample;
@@ -26,10 +27,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::model::{ApiError, ApiResult, Matrix, Scope, validate_name};
 
-pub use artifacts::{ArtifactBody, ClusterRow, MemberRow, SampleArtifact};
+pub use artifacts::{ArtifactBody, ClusterRow, MemberRef, MemberRow, MemberTable, SampleArtifact};
 pub use error::StoreError;
 use error::{internal_os, parquet_error};
+pub use load::{Remainder, RemainderBatch};
 pub use paths::run_key;
+pub use placement::{CorePointsArtifact, StoredCentroids, StoredCorePoints};
 use reader::{DOCUMENT_ID, Part, vector_type};
 pub use runs::RunPage;
 
@@ -81,6 +84,10 @@ pub struct LoadRequest {
     pub attribute_fields: Vec<String>,
     pub sample_size: Option<usize>,
     pub seed: u64,
+    /// Only these documents (of the de-duplicated collections), each of which must exist;
+    /// the error names `{document_ids_field}[i]` for a missing one.
+    pub document_ids: Option<Vec<String>>,
+    pub document_ids_field: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -71,6 +71,7 @@ fn record(id: &str) -> RunRecord {
             created_at: ago(Duration::ZERO),
             seed: 0,
             llm_labeling_errors: None,
+            placed_documents: None,
             device: DeviceInfo {
                 kind: "cpu".to_owned(),
                 name: "test".to_owned(),
@@ -79,6 +80,7 @@ fn record(id: &str) -> RunRecord {
             members: None,
         },
         artifacts: Vec::new(),
+        placement: None,
     }
 }
 

@@ -48,6 +48,8 @@ fn req(ids: &[&str], vector: Option<&str>) -> LoadRequest {
         attribute_fields: Vec::new(),
         sample_size: None,
         seed: 0,
+        document_ids: None,
+        document_ids_field: "document_ids".to_owned(),
     }
 }
 

@@ -14,5 +14,6 @@ mod grpcurl;
 mod harness;
 mod labelling;
 mod lifecycle;
+mod placement;
 mod runs;
 mod streaming;

@@ -13,8 +13,8 @@ use crate::api::streaming::{self, ArtifactPiece, StreamItem};
 use crate::api::{AppState, page_limit};
 use crate::engine::CancelOutcome;
 use crate::model::{
-    ApiResult, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext, RunState, Scope,
-    validate_name,
+    ApiResult, AssignInput, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext,
+    RunState, Scope, validate_name,
 };
 
 pub struct ClusterApi {
@@ -98,6 +98,36 @@ impl ClusterApi {
                 status: "cancelling".to_owned(),
                 run: None,
             },
+        })
+    }
+
+    async fn assign_inner(
+        &self,
+        request: Request<pb::AssignRequest>,
+    ) -> ApiResult<pb::AssignResponse> {
+        let scope = self.scope(request.metadata())?;
+        let r = request.into_inner();
+        validate_name("run_id", &r.run_id)?;
+        let input = AssignInput::from_parts(
+            (!r.vectors.is_empty()).then(|| r.vectors.into_iter().map(|v| v.values).collect()),
+            r.collection_id,
+            (!r.document_ids.is_empty()).then_some(r.document_ids),
+        )?;
+        let out = self.state.engine.assign(&scope, &r.run_id, input).await?;
+        Ok(pb::AssignResponse {
+            run_id: out.run_id,
+            algorithm: out.algorithm,
+            rule: out.rule,
+            assignments: out
+                .assignments
+                .into_iter()
+                .map(|a| pb::Assignment {
+                    document_id: a.document_id,
+                    cluster_id: a.cluster_id,
+                    distance_to_centroid: a.distance_to_centroid,
+                    coordinates: a.coordinates.map(|c| c.to_vec()).unwrap_or_default(),
+                })
+                .collect(),
         })
     }
 
@@ -245,6 +275,16 @@ impl ClusterService for ClusterApi {
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         self.list_runs_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn assign(
+        &self,
+        request: Request<pb::AssignRequest>,
+    ) -> Result<Response<pb::AssignResponse>, Status> {
+        self.assign_inner(request)
             .await
             .map(Response::new)
             .map_err(to_status)

@@ -169,6 +169,7 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
                 message: e.message,
             })
             .collect(),
+        placed_documents: r.placed_documents.and_then(|n| u64::try_from(n).ok()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! the failing field named; every error, including unknown routes and methods, is the
 //! JSON error body of DESIGN §1.
 
+mod assign;
 mod background;
 mod clusters;
 mod collections;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/clusters/runs/{run_id}/artifacts/{name}",
             get(runs::artifact),
         )
+        .route("/v1/clusters/runs/{run_id}/assign", post(assign::assign))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
