@@ -13,7 +13,7 @@
 # status, wall seconds, arguments and the binary's JSON line), table.md, log.txt (the
 # binary's stderr and the step headers), env.txt, dmon.txt (nvidia-smi dmon while it
 # ran). Each step runs under `timeout`; a failed step is recorded and the next one runs.
-# The whole stays under GPU_BENCH_BUDGET_S seconds (default 450): a step that would
+# The whole stays under GPU_BENCH_BUDGET_S seconds (default 420): a step that would
 # overrun it gets the time left, and is skipped with less than 20 s left.
 set -u
 
@@ -24,7 +24,7 @@ for r in "$here/../.." "$here/.." "$PWD"; do
 done
 BIN=${GPU_BENCH_BIN:-$ROOT/.gpu-bin/kmeans}
 OUT=${OUT:-/tmp/gpu-bench-out}
-BUDGET=${GPU_BENCH_BUDGET_S:-450}
+BUDGET=${GPU_BENCH_BUDGET_S:-420}
 mkdir -p "$OUT"
 RES=$OUT/results.jsonl
 LOG=$OUT/log.txt
