@@ -2,6 +2,7 @@
 //! checked parameter type before fitting, so the fitting code assumes valid input.
 
 pub mod agglomerative;
+pub mod assign;
 pub mod attribute_grouping;
 pub mod dbscan;
 #[cfg(test)]

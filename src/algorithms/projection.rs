@@ -31,102 +31,142 @@ fn mul(cov: &[f64], d: usize, v: &[f64]) -> Vec<f64> {
     (0..d).map(|i| dot(&cov[i * d..(i + 1) * d], v)).collect()
 }
 
-/// First two principal coordinates of every row of `x`.
-pub fn pca_2d(x: &Matrix, seed: u64, ctx: &RunContext) -> Result<Vec<[f32; 2]>, Cancelled> {
-    let (n, d) = (x.rows(), x.cols());
-    if n == 0 || d == 0 {
-        return Ok(vec![[0.0, 0.0]; n]);
-    }
-    let mut mean = vec![0f64; d];
-    for i in 0..n {
-        for (m, &v) in mean.iter_mut().zip(x.row(i)) {
-            *m += f64::from(v);
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
+/// The first two principal axes of a data set and its mean: fitted once (on the sample a
+/// run clusters) and reusable for any rows of the same width, so that rows placed later
+/// are drawn in the same picture.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pca2d {
+    /// Column means of the fitted rows (all of them, not only the rows the axes came from).
+    pub mean: Vec<f64>,
+    /// The two unit axes, largest variance first, each with its largest component positive.
+    pub axes: [Vec<f64>; 2],
+}
 
-    let fit_rows: Vec<usize> = if n <= PCA_FIT_ROWS {
-        (0..n).collect()
-    } else {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut idx = rand::seq::index::sample(&mut rng, n, PCA_FIT_ROWS).into_vec();
-        idx.sort_unstable();
-        idx
-    };
-    let s = fit_rows.len();
-    let mut centred = Vec::with_capacity(s * d);
-    for &i in &fit_rows {
-        centred.extend(
-            x.row(i)
-                .iter()
-                .zip(&mean)
-                .map(|(&v, &m)| (f64::from(v) - m) as f32),
-        );
-    }
-    ctx.checkpoint()?;
-    let mut cov32 = vec![0f32; d * d];
-    {
-        let a = MatRef::from_row_major_slice(&centred, s, d);
-        let dst = MatMut::from_column_major_slice_mut(&mut cov32[..], d, d);
-        // Sequential: the result must not depend on the thread count.
-        matmul(dst, Accum::Replace, a.transpose(), a, 1.0f32, Par::Seq);
-    }
-    ctx.checkpoint()?;
-    let cov: Vec<f64> = cov32.iter().map(|&v| f64::from(v)).collect();
-
-    // Subspace iteration on two vectors, seeded deterministically, then a 2×2
-    // Rayleigh–Ritz step to order and separate the two axes.
-    let mut v1: Vec<f64> = (0..d).map(|i| 1.0 + (i % 7) as f64 * 0.1).collect();
-    let mut v2: Vec<f64> = (0..d)
-        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
-        .collect();
-    normalize(&mut v1);
-    for sweep in 0..MAX_SWEEPS {
-        if sweep % 32 == 0 {
-            ctx.checkpoint()?;
+impl Pca2d {
+    /// Fit the axes of `x`: the mean over every row, the axes from at most
+    /// [`PCA_FIT_ROWS`] rows (a sample seeded by `seed` above that). With no rows or no
+    /// columns the axes are zero and every projection is the origin.
+    pub fn fit(x: &Matrix, seed: u64, ctx: &RunContext) -> Result<Pca2d, Cancelled> {
+        let (n, d) = (x.rows(), x.cols());
+        if n == 0 || d == 0 {
+            return Ok(Pca2d {
+                mean: vec![0.0; d],
+                axes: [vec![0.0; d], vec![0.0; d]],
+            });
         }
-        let mut w1 = mul(&cov, d, &v1);
-        let mut w2 = mul(&cov, d, &v2);
-        normalize(&mut w1);
-        let p = dot(&w2, &w1);
-        w2.iter_mut().zip(&w1).for_each(|(b, a)| *b -= p * a);
-        normalize(&mut w2);
-        let moved = 1.0 - dot(&w1, &v1).abs();
-        v1 = w1;
-        v2 = w2;
-        if moved < 1e-12 && sweep > 8 {
-            break;
-        }
-    }
-    let cv1 = mul(&cov, d, &v1);
-    let cv2 = mul(&cov, d, &v2);
-    let (h11, h12, h22) = (dot(&v1, &cv1), dot(&v1, &cv2), dot(&v2, &cv2));
-    let theta = 0.5 * (2.0 * h12).atan2(h11 - h22);
-    let (c, s_) = (theta.cos(), theta.sin());
-    let mut a1: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| c * p + s_ * q).collect();
-    let mut a2: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| -s_ * p + c * q).collect();
-    // An eigenvector's sign is arbitrary: fix it so the same data draws the same picture.
-    for axis in [&mut a1, &mut a2] {
-        let big = axis
-            .iter()
-            .copied()
-            .fold(0f64, |acc, v| if v.abs() > acc.abs() { v } else { acc });
-        if big < 0.0 {
-            axis.iter_mut().for_each(|v| *v = -*v);
-        }
-    }
-    Ok((0..n)
-        .into_par_iter()
-        .map(|i| {
-            let (mut p, mut q) = (0f64, 0f64);
-            for ((&v, &m), (&u1, &u2)) in x.row(i).iter().zip(&mean).zip(a1.iter().zip(&a2)) {
-                let c = f64::from(v) - m;
-                p += c * u1;
-                q += c * u2;
+        let mut mean = vec![0f64; d];
+        for i in 0..n {
+            for (m, &v) in mean.iter_mut().zip(x.row(i)) {
+                *m += f64::from(v);
             }
-            [p as f32, q as f32]
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+
+        let fit_rows: Vec<usize> = if n <= PCA_FIT_ROWS {
+            (0..n).collect()
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut idx = rand::seq::index::sample(&mut rng, n, PCA_FIT_ROWS).into_vec();
+            idx.sort_unstable();
+            idx
+        };
+        let s = fit_rows.len();
+        let mut centred = Vec::with_capacity(s * d);
+        for &i in &fit_rows {
+            centred.extend(
+                x.row(i)
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&v, &m)| (f64::from(v) - m) as f32),
+            );
+        }
+        ctx.checkpoint()?;
+        let mut cov32 = vec![0f32; d * d];
+        {
+            let a = MatRef::from_row_major_slice(&centred, s, d);
+            let dst = MatMut::from_column_major_slice_mut(&mut cov32[..], d, d);
+            // Sequential: the result must not depend on the thread count.
+            matmul(dst, Accum::Replace, a.transpose(), a, 1.0f32, Par::Seq);
+        }
+        ctx.checkpoint()?;
+        let cov: Vec<f64> = cov32.iter().map(|&v| f64::from(v)).collect();
+
+        // Subspace iteration on two vectors, seeded deterministically, then a 2×2
+        // Rayleigh–Ritz step to order and separate the two axes.
+        let mut v1: Vec<f64> = (0..d).map(|i| 1.0 + (i % 7) as f64 * 0.1).collect();
+        let mut v2: Vec<f64> = (0..d)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        normalize(&mut v1);
+        for sweep in 0..MAX_SWEEPS {
+            if sweep % 32 == 0 {
+                ctx.checkpoint()?;
+            }
+            let mut w1 = mul(&cov, d, &v1);
+            let mut w2 = mul(&cov, d, &v2);
+            normalize(&mut w1);
+            let p = dot(&w2, &w1);
+            w2.iter_mut().zip(&w1).for_each(|(b, a)| *b -= p * a);
+            normalize(&mut w2);
+            let moved = 1.0 - dot(&w1, &v1).abs();
+            v1 = w1;
+            v2 = w2;
+            if moved < 1e-12 && sweep > 8 {
+                break;
+            }
+        }
+        let cv1 = mul(&cov, d, &v1);
+        let cv2 = mul(&cov, d, &v2);
+        let (h11, h12, h22) = (dot(&v1, &cv1), dot(&v1, &cv2), dot(&v2, &cv2));
+        let theta = 0.5 * (2.0 * h12).atan2(h11 - h22);
+        let (c, s_) = (theta.cos(), theta.sin());
+        let mut a1: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| c * p + s_ * q).collect();
+        let mut a2: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| -s_ * p + c * q).collect();
+        // An eigenvector's sign is arbitrary: fix it so the same data draws the same picture.
+        for axis in [&mut a1, &mut a2] {
+            let big = axis
+                .iter()
+                .copied()
+                .fold(0f64, |acc, v| if v.abs() > acc.abs() { v } else { acc });
+            if big < 0.0 {
+                axis.iter_mut().for_each(|v| *v = -*v);
+            }
+        }
+        Ok(Pca2d {
+            mean,
+            axes: [a1, a2],
         })
-        .collect())
+    }
+
+    /// The number of columns the axes were fitted on.
+    pub fn dims(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The 2-D coordinates of every row of `x`, which must have [`Self::dims`] columns
+    /// (the caller checks: a row of another width would be projected on a truncated axis).
+    pub fn project(&self, x: &Matrix) -> Vec<[f32; 2]> {
+        let [a1, a2] = &self.axes;
+        (0..x.rows())
+            .into_par_iter()
+            .map(|i| {
+                let (mut p, mut q) = (0f64, 0f64);
+                for ((&v, &m), (&u1, &u2)) in x.row(i).iter().zip(&self.mean).zip(a1.iter().zip(a2))
+                {
+                    let c = f64::from(v) - m;
+                    p += c * u1;
+                    q += c * u2;
+                }
+                [p as f32, q as f32]
+            })
+            .collect()
+    }
+}
+
+/// First two principal coordinates of every row of `x`: [`Pca2d::fit`] then
+/// [`Pca2d::project`] on the same rows.
+pub fn pca_2d(x: &Matrix, seed: u64, ctx: &RunContext) -> Result<Vec<[f32; 2]>, Cancelled> {
+    Ok(Pca2d::fit(x, seed, ctx)?.project(x))
 }
 
 #[cfg(test)]
@@ -175,5 +215,159 @@ mod tests {
             pca_2d(&Matrix::zeros(3, 4), 0, &ctx).unwrap(),
             vec![[0.0, 0.0]; 3]
         );
+    }
+
+    /// `pca_2d` as it was before the fit and the projection were split, verbatim: the
+    /// reference the split must reproduce to the bit.
+    fn pca_2d_before_the_split(
+        x: &Matrix,
+        seed: u64,
+        ctx: &RunContext,
+    ) -> Result<Vec<[f32; 2]>, Cancelled> {
+        let (n, d) = (x.rows(), x.cols());
+        if n == 0 || d == 0 {
+            return Ok(vec![[0.0, 0.0]; n]);
+        }
+        let mut mean = vec![0f64; d];
+        for i in 0..n {
+            for (m, &v) in mean.iter_mut().zip(x.row(i)) {
+                *m += f64::from(v);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+
+        let fit_rows: Vec<usize> = if n <= PCA_FIT_ROWS {
+            (0..n).collect()
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut idx = rand::seq::index::sample(&mut rng, n, PCA_FIT_ROWS).into_vec();
+            idx.sort_unstable();
+            idx
+        };
+        let s = fit_rows.len();
+        let mut centred = Vec::with_capacity(s * d);
+        for &i in &fit_rows {
+            centred.extend(
+                x.row(i)
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&v, &m)| (f64::from(v) - m) as f32),
+            );
+        }
+        ctx.checkpoint()?;
+        let mut cov32 = vec![0f32; d * d];
+        {
+            let a = MatRef::from_row_major_slice(&centred, s, d);
+            let dst = MatMut::from_column_major_slice_mut(&mut cov32[..], d, d);
+            // Sequential: the result must not depend on the thread count.
+            matmul(dst, Accum::Replace, a.transpose(), a, 1.0f32, Par::Seq);
+        }
+        ctx.checkpoint()?;
+        let cov: Vec<f64> = cov32.iter().map(|&v| f64::from(v)).collect();
+
+        // Subspace iteration on two vectors, seeded deterministically, then a 2×2
+        // Rayleigh–Ritz step to order and separate the two axes.
+        let mut v1: Vec<f64> = (0..d).map(|i| 1.0 + (i % 7) as f64 * 0.1).collect();
+        let mut v2: Vec<f64> = (0..d)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        normalize(&mut v1);
+        for sweep in 0..MAX_SWEEPS {
+            if sweep % 32 == 0 {
+                ctx.checkpoint()?;
+            }
+            let mut w1 = mul(&cov, d, &v1);
+            let mut w2 = mul(&cov, d, &v2);
+            normalize(&mut w1);
+            let p = dot(&w2, &w1);
+            w2.iter_mut().zip(&w1).for_each(|(b, a)| *b -= p * a);
+            normalize(&mut w2);
+            let moved = 1.0 - dot(&w1, &v1).abs();
+            v1 = w1;
+            v2 = w2;
+            if moved < 1e-12 && sweep > 8 {
+                break;
+            }
+        }
+        let cv1 = mul(&cov, d, &v1);
+        let cv2 = mul(&cov, d, &v2);
+        let (h11, h12, h22) = (dot(&v1, &cv1), dot(&v1, &cv2), dot(&v2, &cv2));
+        let theta = 0.5 * (2.0 * h12).atan2(h11 - h22);
+        let (c, s_) = (theta.cos(), theta.sin());
+        let mut a1: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| c * p + s_ * q).collect();
+        let mut a2: Vec<f64> = v1.iter().zip(&v2).map(|(p, q)| -s_ * p + c * q).collect();
+        // An eigenvector's sign is arbitrary: fix it so the same data draws the same picture.
+        for axis in [&mut a1, &mut a2] {
+            let big = axis
+                .iter()
+                .copied()
+                .fold(0f64, |acc, v| if v.abs() > acc.abs() { v } else { acc });
+            if big < 0.0 {
+                axis.iter_mut().for_each(|v| *v = -*v);
+            }
+        }
+        Ok((0..n)
+            .into_par_iter()
+            .map(|i| {
+                let (mut p, mut q) = (0f64, 0f64);
+                for ((&v, &m), (&u1, &u2)) in x.row(i).iter().zip(&mean).zip(a1.iter().zip(&a2)) {
+                    let c = f64::from(v) - m;
+                    p += c * u1;
+                    q += c * u2;
+                }
+                [p as f32, q as f32]
+            })
+            .collect())
+    }
+
+    #[test]
+    fn projecting_the_fitted_rows_equals_pca_2d_before_the_split() {
+        let ctx = RunContext::new(0, DeviceKind::Cpu);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        // Small, wide, and above PCA_FIT_ROWS (the axes from a seeded sample).
+        for (n, d) in [(50, 3), (700, 40), (PCA_FIT_ROWS + 3000, 6)] {
+            let data = (0..n * d)
+                .map(|i| rand::Rng::random_range(&mut rng, -1.0f32..1.0) * (1 + i % d) as f32)
+                .collect();
+            let x = Matrix::from_vec(n, d, data).unwrap();
+            let want = pca_2d_before_the_split(&x, 9, &ctx).unwrap();
+            assert_eq!(
+                Pca2d::fit(&x, 9, &ctx).unwrap().project(&x),
+                want,
+                "{n}x{d}"
+            );
+            assert_eq!(pca_2d(&x, 9, &ctx).unwrap(), want, "{n}x{d}");
+        }
+        for x in [
+            Matrix::zeros(0, 4),
+            Matrix::zeros(3, 4),
+            Matrix::zeros(3, 0),
+        ] {
+            assert_eq!(
+                Pca2d::fit(&x, 0, &ctx).unwrap().project(&x),
+                pca_2d_before_the_split(&x, 0, &ctx).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_fitted_basis_projects_other_rows_in_the_same_picture_and_survives_serde() {
+        let ctx = RunContext::new(0, DeviceKind::Cpu);
+        let x =
+            Matrix::from_vec(6, 2, vec![0., 0., 2., 1., 4., 2., 6., 3., 1., 0., 5., 3.]).unwrap();
+        let pca = Pca2d::fit(&x, 0, &ctx).unwrap();
+        assert_eq!(pca.dims(), 2);
+        let mut both = x.as_slice().to_vec();
+        both.extend([8.0, 4.0, -2.0, -1.0]);
+        let more = Matrix::from_vec(8, 2, both).unwrap();
+        let coords = pca.project(&more);
+        assert_eq!(coords[..6], pca.project(&x)[..]);
+        // (8, 4) and (−2, −1) mirror each other about the mean (3, 1.5): so do their
+        // coordinates, on either side of the origin along the first axis.
+        assert_eq!(coords[7], [-coords[6][0], -coords[6][1]]);
+        assert!(coords[6][0] > 0.0);
+        let json = serde_json::to_string(&pca).unwrap();
+        let back: Pca2d = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, pca);
     }
 }

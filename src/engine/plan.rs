@@ -2,6 +2,7 @@
 //! checked again against the loaded data, then fitted.
 
 use crate::algorithms::agglomerative::{self, AgglomerativeParams};
+use crate::algorithms::assign::PlacementRule;
 use crate::algorithms::dbscan::{self, DbscanParams};
 use crate::algorithms::gaussian_mixture::{self, GaussianMixtureParams};
 use crate::algorithms::hdbscan::{self, HdbscanParams};
@@ -29,12 +30,16 @@ pub(super) enum Plan {
     AttributeBased,
 }
 
-/// A fitted run: the labels with their centres, and the parameters as they were used
+/// A fitted run: the labels with their centres, the parameters as they were used
 /// (defaults and data-dependent choices, such as mean-shift's estimated bandwidth,
-/// resolved) for the run record.
+/// resolved) for the run record, and how the fit places vectors it was not fitted on
+/// (`crate::algorithms::assign` defines each algorithm's rule).
 pub(super) struct Fitted {
     pub labelled: Labelled,
     pub resolved_params: serde_json::Value,
+    // Read by the placement of rows beyond the sample, which the engine wires next.
+    #[allow(dead_code)]
+    pub rule: PlacementRule,
 }
 
 impl Plan {
@@ -143,7 +148,7 @@ impl Plan {
     /// mean of each cluster's members.
     pub fn fit(&self, x: &Matrix, ctx: &RunContext) -> ApiResult<Fitted> {
         let mut resolved_params = self.resolved_params();
-        let found = match self {
+        let (found, rule) = match self {
             Plan::KMeans(p) => {
                 let fit = kmeans::fit(x, p, ctx)?;
                 let labelled = Labelled {
@@ -155,6 +160,7 @@ impl Plan {
                 return Ok(Fitted {
                     labelled,
                     resolved_params,
+                    rule: PlacementRule::NearestCentroid,
                 });
             }
             Plan::GaussianMixture(p) => {
@@ -165,6 +171,7 @@ impl Plan {
                 return Ok(Fitted {
                     labelled,
                     resolved_params,
+                    rule: PlacementRule::NearestCentroid,
                 });
             }
             Plan::MeanShift(p) => {
@@ -175,13 +182,34 @@ impl Plan {
                 return Ok(Fitted {
                     labelled: Labelled::with_centers(x, fit.labels, fit.centers),
                     resolved_params,
+                    rule: PlacementRule::NearestCentroid,
                 });
             }
-            Plan::Dbscan(p) => dbscan::fit(x, p, ctx)?,
-            Plan::Hdbscan(p) => hdbscan::fit(x, p, ctx)?,
-            Plan::Optics(p) => optics::fit(x, p, ctx)?,
-            Plan::Agglomerative(p) => agglomerative::fit(x, p, ctx)?,
-            Plan::Spectral(p) => spectral::fit(x, p, ctx)?,
+            Plan::Dbscan(p) => {
+                let (found, is_core) = dbscan::fit_with_cores(x, p, ctx)?;
+                let rule = PlacementRule::dbscan(&found.labels, &is_core, p);
+                (found, rule)
+            }
+            Plan::Hdbscan(p) => {
+                let (found, core) = hdbscan::fit_with_core_distances(x, p, ctx)?;
+                let rule = PlacementRule::hdbscan(&found.labels, &core, p);
+                (found, rule)
+            }
+            Plan::Optics(p) => {
+                let (found, graph) = optics::fit_with_graph(x, p, ctx)?;
+                let rule = PlacementRule::optics(&found.labels, &graph.core_distances, p);
+                (found, rule)
+            }
+            Plan::Agglomerative(p) => {
+                let found = agglomerative::fit(x, p, ctx)?;
+                let rule = PlacementRule::agglomerative(&found.labels, p);
+                (found, rule)
+            }
+            Plan::Spectral(p) => {
+                let found = spectral::fit(x, p, ctx)?;
+                let rule = PlacementRule::spectral(&found.labels);
+                (found, rule)
+            }
             Plan::AttributeBased => {
                 return Err(ApiError::internal(
                     "attribute_based groups attributes; it has no vector fit",
@@ -191,6 +219,7 @@ impl Plan {
         Ok(Fitted {
             labelled: Labelled::from_labels(x, found.labels, found.n_clusters),
             resolved_params,
+            rule,
         })
     }
 }
@@ -280,5 +309,91 @@ mod tests {
             e.field.as_deref(),
             Some("config.algorithm_params.covariance_type")
         );
+    }
+
+    #[test]
+    fn every_vector_fit_gives_its_placement_rule() {
+        use crate::algorithms::assign::AssignMetric;
+        use crate::model::DeviceKind;
+        // Three tight groups of 20 rows in the plane.
+        let data: Vec<f32> = (0..60)
+            .flat_map(|i| {
+                let (cx, cy) = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)][i % 3];
+                let t = (i / 3) as f32 * 0.05;
+                [cx + t, cy + (t * 7.0) % 1.0]
+            })
+            .collect();
+        let x = Matrix::from_vec(60, 2, data).unwrap();
+        let ctx = RunContext::new(0, DeviceKind::Cpu);
+        let fit = |alg, params| {
+            Plan::from_request(&request(alg, params))
+                .unwrap()
+                .fit(&x, &ctx)
+                .unwrap()
+        };
+        for (alg, params) in [
+            (Algorithm::KMeans, serde_json::json!({"n_clusters": 3})),
+            (
+                Algorithm::GaussianMixture,
+                serde_json::json!({"n_components": 3}),
+            ),
+            (Algorithm::MeanShift, serde_json::json!({})),
+        ] {
+            assert_eq!(
+                fit(alg, params).rule,
+                PlacementRule::NearestCentroid,
+                "{}",
+                alg.as_str()
+            );
+        }
+        let core_rule = |f: &Fitted| match &f.rule {
+            PlacementRule::NearestCore {
+                rows,
+                radius,
+                metric,
+            } => (rows.clone(), radius.clone(), *metric),
+            PlacementRule::NearestCentroid => panic!("a core rule"),
+        };
+
+        let f = fit(
+            Algorithm::Dbscan,
+            serde_json::json!({"eps": 0.6, "min_samples": 4, "metric": "cosine"}),
+        );
+        let (rows, radius, metric) = core_rule(&f);
+        assert!(!rows.is_empty());
+        assert!(radius.iter().all(|&r| r == 0.6));
+        assert_eq!(metric, AssignMetric::Cosine);
+
+        let f = fit(
+            Algorithm::Hdbscan,
+            serde_json::json!({"min_cluster_size": 5}),
+        );
+        let (rows, radius, metric) = core_rule(&f);
+        let clustered = f.labelled.labels.iter().filter(|&&l| l >= 0).count();
+        assert_eq!(rows.len(), clustered);
+        assert!(radius.iter().all(|r| r.is_finite() && *r > 0.0));
+        assert_eq!(metric, AssignMetric::Euclidean);
+
+        let f = fit(
+            Algorithm::Optics,
+            serde_json::json!({"min_samples": 5, "cluster_method": "dbscan", "eps": 2.0}),
+        );
+        let (rows, radius, _) = core_rule(&f);
+        assert!(!rows.is_empty());
+        assert!(radius.iter().all(|&r| r == 2.0));
+
+        let f = fit(
+            Algorithm::Agglomerative,
+            serde_json::json!({"n_clusters": 3, "linkage": "average", "metric": "l1"}),
+        );
+        let (rows, radius, metric) = core_rule(&f);
+        assert_eq!(rows, (0..60).collect::<Vec<u32>>());
+        assert!(radius.iter().all(|r| r.is_infinite()));
+        assert_eq!(metric, AssignMetric::Manhattan);
+
+        let f = fit(Algorithm::Spectral, serde_json::json!({"n_clusters": 3}));
+        let (rows, _, metric) = core_rule(&f);
+        assert_eq!(rows.len(), 60);
+        assert_eq!(metric, AssignMetric::Euclidean);
     }
 }

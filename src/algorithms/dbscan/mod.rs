@@ -31,6 +31,16 @@ pub fn fit(
     params: &DbscanParams,
     ctx: &RunContext,
 ) -> Result<ClusterLabels, Cancelled> {
+    Ok(fit_with_cores(x, params, ctx)?.0)
+}
+
+/// [`fit`], also telling which rows are core samples (what places new vectors:
+/// [`crate::algorithms::assign::PlacementRule::dbscan`]).
+pub fn fit_with_cores(
+    x: &Matrix,
+    params: &DbscanParams,
+    ctx: &RunContext,
+) -> Result<(ClusterLabels, Vec<bool>), Cancelled> {
     ctx.checkpoint()?;
     let n = x.rows();
     let eps = params.eps;
@@ -99,7 +109,7 @@ pub fn fit(
         }
     }
     ctx.stage("dbscan:border_points", 1.0);
-    Ok(ClusterLabels { labels, n_clusters })
+    Ok((ClusterLabels { labels, n_clusters }, is_core))
 }
 
 /// Root of `i`'s set, halving the path on the way (a benign race: every write points a

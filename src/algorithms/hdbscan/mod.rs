@@ -33,13 +33,26 @@ pub fn fit(
     params: &HdbscanParams,
     ctx: &RunContext,
 ) -> Result<ClusterLabels, Cancelled> {
+    Ok(fit_with_core_distances(x, params, ctx)?.0)
+}
+
+/// [`fit`], also giving every row's core distance (to its `min_samples`-th nearest row,
+/// itself included; not scaled by `alpha`), which places new vectors:
+/// [`crate::algorithms::assign::PlacementRule::hdbscan`]. With fewer than two rows, every
+/// row is noise and its core distance infinite.
+pub fn fit_with_core_distances(
+    x: &Matrix,
+    params: &HdbscanParams,
+    ctx: &RunContext,
+) -> Result<(ClusterLabels, Vec<f64>), Cancelled> {
     ctx.checkpoint()?;
     let n = x.rows();
     if n < 2 {
-        return Ok(ClusterLabels {
+        let labels = ClusterLabels {
             labels: vec![-1; n],
             n_clusters: 0,
-        });
+        };
+        return Ok((labels, vec![f64::INFINITY; n]));
     }
     let points = Points::new(x, params.metric);
     let min_samples = params.effective_min_samples().clamp(1, n);
@@ -54,7 +67,7 @@ pub fn fit(
         points.kth_distances(min_samples, ctx)?
     };
     let reach = mst::Reachability::new(
-        core,
+        core.clone(),
         params.alpha,
         params.algorithm == HdbscanAlgorithm::Brute,
     );
@@ -84,5 +97,5 @@ pub fn fit(
         },
     );
     ctx.stage("hdbscan:tree", 1.0);
-    Ok(ClusterLabels { labels, n_clusters })
+    Ok((ClusterLabels { labels, n_clusters }, core))
 }

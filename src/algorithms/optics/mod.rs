@@ -52,6 +52,16 @@ pub fn fit(
     params: &OpticsParams,
     ctx: &RunContext,
 ) -> Result<ClusterLabels, Cancelled> {
+    Ok(fit_with_graph(x, params, ctx)?.0)
+}
+
+/// [`fit`], also giving the reachability graph, whose core distances place new vectors:
+/// [`crate::algorithms::assign::PlacementRule::optics`].
+pub fn fit_with_graph(
+    x: &Matrix,
+    params: &OpticsParams,
+    ctx: &RunContext,
+) -> Result<(ClusterLabels, OpticsGraph), Cancelled> {
     let graph = compute_optics_graph(x, params, ctx)?;
     ctx.stage("optics:extract", 0.0);
     let n = x.rows();
@@ -82,7 +92,7 @@ pub fn fit(
         }
     };
     ctx.stage("optics:extract", 1.0);
-    Ok(ClusterLabels { labels, n_clusters })
+    Ok((ClusterLabels { labels, n_clusters }, graph))
 }
 
 /// scikit-learn's `compute_optics_graph`, with the same rounding and tie rules.
