@@ -7,6 +7,7 @@
 mod artifacts;
 mod error;
 mod load;
+mod members;
 mod paths;
 mod reader;
 mod runs;
@@ -29,9 +30,10 @@ use crate::model::{ApiError, ApiResult, Matrix, Scope, validate_name};
 pub use artifacts::{ArtifactBody, ClusterRow, MemberRow, SampleArtifact};
 pub use error::StoreError;
 use error::{internal_os, parquet_error};
+pub use members::{MembersPage, PagedMember};
 pub use paths::run_key;
 use reader::{DOCUMENT_ID, Part, vector_type};
-pub use runs::RunPage;
+pub use runs::{RunPage, StoredRun};
 
 /// How many footers are fetched at once when a call needs many (S3 latency dominates).
 const FOOTER_CONCURRENCY: usize = 8;
