@@ -251,7 +251,8 @@ pub(crate) async fn read_page(
                     let end = (hi - matched) as usize;
                     picks.push(Pick {
                         group: g,
-                        ranges: vec![start..end],
+                        // One run of rows (a literal `vec![a..b]` reads like a range of vecs).
+                        ranges: std::iter::once(start..end).collect(),
                     });
                 }
                 matched += k;

@@ -336,7 +336,7 @@ async fn deleting_a_run_removes_it_and_its_artifacts_on_both_transports() {
         let (status, body) = get(&server, &format!("/v1/clusters/runs/{first}/{path}")).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
-    assert_eq!(listed_run_ids(&server).await, [second.clone()]);
+    assert_eq!(listed_run_ids(&server).await, std::slice::from_ref(&second));
     let (status, body) = delete(&server, &first).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["field"], "run_id");
