@@ -48,3 +48,27 @@ pub fn page_limit(requested: Option<i64>) -> crate::model::ApiResult<usize> {
         )),
     }
 }
+
+/// A member offset: 0 or more, default 0.
+pub fn member_offset(requested: Option<i64>) -> crate::model::ApiResult<u64> {
+    match requested {
+        None => Ok(0),
+        Some(n) => u64::try_from(n).map_err(|_| {
+            crate::model::ApiError::invalid_parameter(
+                "offset",
+                format!("must be 0 or more, got {n}"),
+            )
+        }),
+    }
+}
+
+/// A cluster filter: absent, or a non-empty id.
+pub fn member_cluster(cluster_id: Option<&str>) -> crate::model::ApiResult<Option<&str>> {
+    match cluster_id {
+        Some("") => Err(crate::model::ApiError::invalid_parameter(
+            "cluster_id",
+            "must not be empty; leave it out for every member",
+        )),
+        other => Ok(other),
+    }
+}

@@ -107,11 +107,18 @@ pub async fn serve(
             grpc_shutdown.cancelled().await
         });
 
+    let engine = state.engine.clone();
     let http_shutdown = shutdown.clone();
     let http = axum::serve(listeners.http, super::rest::router(state))
         .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
 
+    // Retention (when configured) sweeps at start-up and then periodically; it stops with
+    // the engine's shutdown, and with this function at the latest.
+    let sweeper = engine.start_retention();
     let (g, h) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
+    if let Some(task) = sweeper {
+        task.abort();
+    }
     g?;
     h?;
     Ok(())

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use clusterd::api::auth::Authenticator;
 use clusterd::api::server::{Listeners, serve};
 use clusterd::api::{AppState, Limits};
-use clusterd::engine::{Engine, EngineConfig};
+use clusterd::engine::{Engine, EngineConfig, RetentionPolicy, parse_age};
 use clusterd::gpu::DevicePreference;
 use clusterd::labeling::{OpenAiConfig, Provider};
 use clusterd::store::Store;
@@ -103,6 +103,18 @@ struct ServeArgs {
     /// before the process exits anyway.
     #[arg(long, env = "CLUSTERD_SHUTDOWN_GRACE_S", default_value_t = 30)]
     shutdown_grace_s: u64,
+    /// Remove finished runs (completed, failed, cancelled) this long after they finished:
+    /// seconds, or a number with s, m, h or d (`30d`). Off by default.
+    #[arg(long, env = "CLUSTERD_RETENTION_MAX_AGE", value_parser = parse_age)]
+    retention_max_age: Option<Duration>,
+    /// Keep at most this many finished runs per namespace, the newest; older ones are
+    /// removed. Running runs are never removed and do not count. Off by default.
+    #[arg(long, env = "CLUSTERD_RETENTION_MAX_RUNS", value_parser = clap::value_parser!(u64).range(1..))]
+    retention_max_runs: Option<u64>,
+    /// Seconds between retention sweeps (one also runs at start-up and after each run).
+    #[arg(long, env = "CLUSTERD_RETENTION_INTERVAL_S", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    retention_interval_s: u64,
 }
 
 /// The labelling provider the flags describe.
@@ -197,6 +209,13 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             device: args.device,
             labeling,
             stale_after: Duration::from_secs(args.run_stale_after_s.max(1)),
+            retention: RetentionPolicy {
+                max_age: args.retention_max_age,
+                max_runs: args
+                    .retention_max_runs
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                interval: Duration::from_secs(args.retention_interval_s),
+            },
             ..EngineConfig::default()
         },
     )

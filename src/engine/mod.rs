@@ -10,6 +10,7 @@ mod placement;
 mod plan;
 mod registry;
 mod result;
+mod retention;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +41,8 @@ use placement::RunModel;
 use plan::Plan;
 use registry::{Registration, Registry, Signal};
 use result::{MemberSource, Placed, Rendered, RunMembers};
+use retention::Retention;
+pub use retention::{RetentionPolicy, parse_age};
 
 /// Engine limits and choices fixed at start-up.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub struct EngineConfig {
     /// server: start-up marks it `failed: interrupted`. Several servers may share one
     /// store, so a live one's runs must stay fresher than this (heartbeat every 5 s).
     pub stale_after: std::time::Duration,
+    /// Which finished runs the server removes, and how often it looks.
+    pub retention: RetentionPolicy,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +76,7 @@ impl Default for EngineConfig {
             metrics: MetricsOptions::default(),
             labeling: Provider::Offline,
             stale_after: STALE_AFTER,
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -97,6 +103,7 @@ pub struct Engine {
     runs: Arc<Registry>,
     /// Placement models of stored runs recently assigned to.
     models: placement::ModelCache,
+    retention: Retention,
 }
 
 /// How long `cancel` waits for the run to reach a checkpoint and record itself cancelled
@@ -173,15 +180,24 @@ impl Engine {
         }
         let device = gpu::select_device(config.device)?;
         let instance: u64 = rand::rng().random();
+        let store = Arc::new(store);
+        let runs = Arc::new(Registry::default());
+        let retention = Retention::new(
+            store.clone(),
+            runs.clone(),
+            config.retention.clone(),
+            config.stale_after,
+        );
         Ok(Engine {
-            store: Arc::new(store),
+            store,
             admission: Admission::new(config.max_concurrent_runs, config.max_queued_runs),
             config,
             device,
             instance_id: format!("{}-{instance:016x}", std::process::id()),
             shutdown: CancellationToken::new(),
-            runs: Arc::new(Registry::default()),
             models: placement::ModelCache::default(),
+            runs,
+            retention,
         })
     }
 
@@ -450,6 +466,9 @@ impl Engine {
         };
         // Only now, with the final status written, may `cancel` treat the run as finished.
         drop(registration);
+        if req.store_results {
+            self.retention.after_run(&scope);
+        }
         result.inspect(|r| {
             tracing::info!(run_id = %r.run_id, clusters = r.num_clusters,
                 documents = r.num_documents, ms = r.execution_time_ms, "run completed");

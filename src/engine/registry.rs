@@ -86,6 +86,12 @@ impl Registry {
         }
     }
 
+    /// Whether this process is computing the run in `scope` (housekeeping must not touch
+    /// it, even after its final status is written and before it leaves).
+    pub fn holds(&self, scope: &Scope, run_id: &str) -> bool {
+        self.lock().get(run_id).is_some_and(|e| &e.scope == scope)
+    }
+
     /// Cancel every run (shutdown).
     pub fn cancel_all(&self) {
         for e in self.lock().values() {

@@ -7,6 +7,7 @@
 mod artifacts;
 mod error;
 mod load;
+mod members;
 mod paths;
 mod placement;
 mod reader;
@@ -31,10 +32,11 @@ pub use artifacts::{ArtifactBody, ClusterRow, MemberRef, MemberRow, MemberTable,
 pub use error::StoreError;
 use error::{internal_os, parquet_error};
 pub use load::{Remainder, RemainderBatch};
+pub use members::{MembersPage, PagedMember};
 pub use paths::run_key;
 pub use placement::{CorePointsArtifact, StoredCentroids, StoredCorePoints};
 use reader::{DOCUMENT_ID, Part, vector_type};
-pub use runs::RunPage;
+pub use runs::{RunPage, StoredRun};
 
 /// How many footers are fetched at once when a call needs many (S3 latency dominates).
 const FOOTER_CONCURRENCY: usize = 8;

@@ -80,21 +80,8 @@ impl Store {
             validate_name("page_token", token)?;
         }
         let limit = limit.max(1);
-        let listing = self
-            .inner
-            .list_with_delimiter(Some(&paths::runs_root(scope)))
-            .await
-            .map_err(internal_os)?;
-        let mut ids: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
-            // Directories we could never have written are not runs.
-            .filter(|id| validate_name("run_id", id).is_ok())
-            .filter(|id| page_token.is_none_or(|t| id.as_str() > t))
-            .collect();
-        ids.sort();
-        ids.dedup();
+        let mut ids = self.run_ids(scope).await?;
+        ids.retain(|id| page_token.is_none_or(|t| id.as_str() > t));
 
         let total = ids.len();
         // Owned inputs per future, for the same `Send` reason as `describe_collection`.
@@ -127,6 +114,82 @@ impl Store {
             runs,
             next_page_token,
         })
+    }
+
+    /// The run ids of the scope, newest first (run ids sort that way).
+    pub(crate) async fn run_ids(&self, scope: &Scope) -> ApiResult<Vec<String>> {
+        let listing = self
+            .inner
+            .list_with_delimiter(Some(&paths::runs_root(scope)))
+            .await
+            .map_err(internal_os)?;
+        let mut ids: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            // Directories we could never have written are not runs.
+            .filter(|id| validate_name("run_id", id).is_ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// `status.json` as written (not reconciled with `run.json`), and whether `run.json`
+    /// exists: what housekeeping needs to tell a finished run from one still writing its
+    /// results. `None` when the run has no readable status.
+    pub async fn stored_run(&self, scope: &Scope, run_id: &str) -> ApiResult<Option<StoredRun>> {
+        let status_key = paths::run_file(scope, run_id, STATUS_FILE)?;
+        let record_key = paths::run_file(scope, run_id, RECORD_FILE)?;
+        let store = self.inner.as_ref();
+        let (bytes, has_record) =
+            futures::try_join!(get_bytes(store, &status_key), exists(store, &record_key))?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<RunStatus>(&bytes) {
+            Ok(status) => Ok(Some(StoredRun { status, has_record })),
+            Err(e) => {
+                tracing::warn!(error = %e, key = %status_key, "skipping an unreadable run status");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Delete every object under the run's prefix and return how many went. The order
+    /// keeps every intermediate state honest: `run.json` goes first (from then on the run
+    /// reads as failed, never as completed without artifacts), then the artifacts and
+    /// anything else the run wrote (listed, not assumed), and `status.json` last, so a
+    /// crash half-way leaves a run that is still listed and can be deleted again.
+    /// `not_found` when the prefix holds nothing.
+    pub async fn delete_run(&self, scope: &Scope, run_id: &str) -> ApiResult<usize> {
+        let record_key = paths::run_file(scope, run_id, RECORD_FILE)?;
+        let status_key = paths::run_file(scope, run_id, STATUS_FILE)?;
+        let dir = paths::runs_root(scope).join(run_id);
+        let mut listed: Vec<Path> = self
+            .inner
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(internal_os)?;
+        if listed.is_empty() {
+            return Err(ApiError::not_found(
+                Some("run_id"),
+                format!("run {run_id} does not exist"),
+            ));
+        }
+        deletion_order(&mut listed, &record_key, &status_key);
+        let mut deleted = 0usize;
+        for location in &listed {
+            match self.inner.delete(location).await {
+                Ok(()) => deleted += 1,
+                // Someone else (another sweep, another request) got there first.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(internal_os(e)),
+            }
+        }
+        Ok(deleted)
     }
 
     /// At start-up: every `running` run in the whole store whose heartbeat is older than
@@ -174,7 +237,7 @@ impl Store {
 
     /// Every `{org}/{namespace}` pair present in the store, as far as its names are valid
     /// (anything else is not ours and cannot hold runs we wrote).
-    async fn scopes(&self) -> ApiResult<Vec<Scope>> {
+    pub(crate) async fn scopes(&self) -> ApiResult<Vec<Scope>> {
         let orgs = self
             .inner
             .list_with_delimiter(None)
@@ -203,6 +266,33 @@ impl Store {
         }
         Ok(scopes)
     }
+}
+
+/// The record first, the status last, everything else between (in key order).
+fn deletion_order(keys: &mut [Path], record_key: &Path, status_key: &Path) {
+    let rank = |p: &Path| {
+        if p == record_key {
+            0
+        } else if p == status_key {
+            2
+        } else {
+            1
+        }
+    };
+    keys.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| a.as_ref().cmp(b.as_ref()))
+    });
+}
+
+/// A run as stored: see [`Store::stored_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRun {
+    /// `status.json` exactly as the run last wrote it.
+    pub status: RunStatus,
+    /// Whether `run.json` exists.
+    pub has_record: bool,
 }
 
 /// The status a run shows: `run.json` alone decides whether it completed.

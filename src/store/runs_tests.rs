@@ -421,3 +421,73 @@ fn store_futures_are_send() {
     let get = store.get_run(&s, "run_x");
     assert_send(&get);
 }
+
+#[test]
+fn a_run_is_deleted_record_first_and_status_last() {
+    let s = scope();
+    let key = |f: &str| Path::from(run_key(&s, "run_x", f));
+    let mut keys = vec![
+        key("status.json"),
+        key("sample.parquet"),
+        key("run.json"),
+        key("clusters.parquet"),
+        key("members.parquet"),
+    ];
+    deletion_order(&mut keys, &key("run.json"), &key("status.json"));
+    assert_eq!(
+        keys,
+        [
+            key("run.json"),
+            key("clusters.parquet"),
+            key("members.parquet"),
+            key("sample.parquet"),
+            key("status.json"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_run_removes_every_object_under_its_prefix_and_nothing_else() {
+    let store = temp_store("delete");
+    let s = scope();
+    let id = run_id(1_000, 1);
+    // An id that extends the deleted one: a prefix match on the key string would take it.
+    let neighbour = format!("{id}0");
+    for run in [&id, &neighbour] {
+        store
+            .put_run_status(&s, &status(run, RunState::Completed, FRESH))
+            .await
+            .unwrap();
+        store.put_run_record(&s, &record(run)).await.unwrap();
+        for name in ["clusters.parquet", "members.parquet", "notes/extra.txt"] {
+            store
+                .inner
+                .put(&Path::from(run_key(&s, run, name)), b"x".to_vec().into())
+                .await
+                .unwrap();
+        }
+    }
+    let stored = store.stored_run(&s, &id).await.unwrap().unwrap();
+    assert!(stored.has_record);
+    assert_eq!(stored.status.status, RunState::Completed);
+
+    assert_eq!(store.delete_run(&s, &id).await.unwrap(), 5);
+    assert_eq!(store.stored_run(&s, &id).await.unwrap(), None);
+    let err = store.get_run(&s, &id).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    let listed = store.list_runs(&s, 10, None, None).await.unwrap();
+    assert_eq!(
+        listed
+            .runs
+            .iter()
+            .map(|r| r.run_id.as_str())
+            .collect::<Vec<_>>(),
+        [neighbour.as_str()]
+    );
+    assert!(store.get_run(&s, &neighbour).await.is_ok());
+    let err = store.delete_run(&s, &id).await.unwrap_err();
+    assert_eq!(
+        (err.code, err.field.as_deref()),
+        (ErrorCode::NotFound, Some("run_id"))
+    );
+}

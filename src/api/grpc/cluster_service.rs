@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::pb::cluster_service_server::ClusterService;
 use super::{caller_from_metadata, convert, pb, to_status};
 use crate::api::streaming::{self, ArtifactPiece, StreamItem};
-use crate::api::{AppState, page_limit};
+use crate::api::{AppState, member_cluster, member_offset, page_limit};
 use crate::engine::CancelOutcome;
 use crate::model::{
     ApiResult, AssignInput, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext,
@@ -172,6 +172,40 @@ impl ClusterApi {
         })
     }
 
+    async fn list_members_inner(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> ApiResult<pb::ListMembersResponse> {
+        let scope = self.scope(request.metadata())?;
+        let req = request.into_inner();
+        validate_name("run_id", &req.run_id)?;
+        let offset = member_offset(req.offset)?;
+        let limit = page_limit(req.limit.map(i64::from))?;
+        let cluster_id = member_cluster(req.cluster_id.as_deref())?;
+        let page = self
+            .state
+            .engine
+            .store()
+            .read_members_page(&scope, &req.run_id, cluster_id, offset, limit)
+            .await?;
+        Ok(convert::members_page(page))
+    }
+
+    async fn delete_run_inner(
+        &self,
+        request: Request<pb::DeleteRunRequest>,
+    ) -> ApiResult<pb::DeleteRunResponse> {
+        let scope = self.scope(request.metadata())?;
+        let run_id = request.into_inner().run_id;
+        validate_name("run_id", &run_id)?;
+        let objects = self.state.engine.delete_run(&scope, &run_id).await?;
+        Ok(pb::DeleteRunResponse {
+            run_id,
+            deleted: true,
+            objects_deleted: i32::try_from(objects).unwrap_or(i32::MAX),
+        })
+    }
+
     async fn get_artifact_inner(
         &self,
         request: Request<pb::GetArtifactRequest>,
@@ -285,6 +319,26 @@ impl ClusterService for ClusterApi {
         request: Request<pb::AssignRequest>,
     ) -> Result<Response<pb::AssignResponse>, Status> {
         self.assign_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.list_members_inner(request)
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn delete_run(
+        &self,
+        request: Request<pb::DeleteRunRequest>,
+    ) -> Result<Response<pb::DeleteRunResponse>, Status> {
+        self.delete_run_inner(request)
             .await
             .map(Response::new)
             .map_err(to_status)

@@ -12,7 +12,7 @@ use crate::model::{
     ApiError, ApiResult, DocumentRecord, ExecuteInput, ExecuteResponse, ParamMap, ParamValue,
     RunView,
 };
-use crate::store::CollectionInfo;
+use crate::store::{CollectionInfo, MembersPage};
 
 fn param_value(v: &prost_types::Value) -> ParamValue {
     match &v.kind {
@@ -158,6 +158,8 @@ pub fn execute_response(r: ExecuteResponse) -> pb::ExecuteClusteringResponse {
                 cluster_id: m.cluster_id,
                 distance_to_centroid: m.distance_to_centroid,
                 probability: m.probability,
+                sampled: None,
+                coordinates: Vec::new(),
             })
             .collect(),
         llm_labeling_errors: r
@@ -278,5 +280,30 @@ pub fn run(view: RunView) -> pb::Run {
         request,
         version,
         artifacts,
+    }
+}
+
+pub fn members_page(page: MembersPage) -> pb::ListMembersResponse {
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    pb::ListMembersResponse {
+        run_id: page.run_id,
+        cluster_id: page.cluster_id,
+        offset: to_i64(page.offset),
+        limit: count(page.limit),
+        total: to_i64(page.total),
+        next_offset: page.next_offset.map(to_i64),
+        members: page
+            .members
+            .into_iter()
+            .map(|m| pb::ClusterMember {
+                document_id: m.document_id,
+                collection_id: m.collection_id,
+                cluster_id: m.cluster_id,
+                distance_to_centroid: m.distance_to_centroid.map(f64::from),
+                probability: m.probability.map(f64::from),
+                sampled: m.sampled,
+                coordinates: m.coordinates.map(Vec::from).unwrap_or_default(),
+            })
+            .collect(),
     }
 }

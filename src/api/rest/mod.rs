@@ -39,7 +39,11 @@ pub fn router(state: AppState) -> Router {
             post(collections::upload),
         )
         .route("/v1/clusters/runs", get(runs::list))
-        .route("/v1/clusters/runs/{run_id}", get(runs::get))
+        .route(
+            "/v1/clusters/runs/{run_id}",
+            get(runs::get).delete(runs::delete),
+        )
+        .route("/v1/clusters/runs/{run_id}/members", get(runs::members))
         .route(
             "/v1/clusters/runs/{run_id}/artifacts/{name}",
             get(runs::artifact),
