@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    install_tls_provider();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -13,4 +14,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every TLS client of the process (object_store's S3 client, the labelling provider's
+/// reqwest client) uses rustls, and rustls panics at the first handshake when it cannot
+/// tell which crypto provider to use, as soon as a second one (`ring`) is compiled in by
+/// some dependency's feature. Choosing it once here, before anything builds a client,
+/// keeps that from ever becoming a runtime failure. aws-lc-rs because object_store's `aws`
+/// feature already builds it: no second provider, no extra C build.
+fn install_tls_provider() {
+    // Err only means a provider is already installed, which is all this asks for.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

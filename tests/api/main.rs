@@ -15,4 +15,5 @@ mod harness;
 mod labelling;
 mod lifecycle;
 mod runs;
+mod s3;
 mod streaming;
