@@ -779,12 +779,15 @@ pub struct Moto {
     _shell: Child,
 }
 
+/// `sh -c` body: moto in the background, a watcher that kills it at EOF on stdin (fd 3,
+/// since a background list's stdin is /dev/null), and the shell itself exits when moto
+/// does, so that a moto that cannot start is seen at once.
 const MOTO_WRAPPER: &str = r#"
+exec 3<&0
 "$1" -H 127.0.0.1 -p "$2" >"$3" 2>&1 </dev/null &
 moto=$!
-while read -r _; do :; done
-kill "$moto" 2>/dev/null
-wait "$moto" 2>/dev/null
+{ while read -r _; do :; done <&3; kill "$moto" 2>/dev/null; } &
+wait "$moto"
 "#;
 
 impl Moto {
@@ -813,7 +816,7 @@ impl Moto {
             let lifeline = shell.stdin.take().expect("moto lifeline pipe");
             let endpoint = format!("http://127.0.0.1:{port}");
             let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && matches!(shell.try_wait(), Ok(None)) {
                 if block_on(reqwest::get(&endpoint)).is_ok_and(|r| r.status().is_success()) {
                     // The request log of a whole suite is not worth keeping on disk; moto
                     // keeps writing to the unlinked file.

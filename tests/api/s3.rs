@@ -378,3 +378,32 @@ fn an_https_endpoint_that_does_not_speak_tls_is_an_error_not_a_panic() {
         "{stderr}"
     );
 }
+
+/// The harness itself: `CLUSTERD_TEST_STORE=s3` (with a moto to run) puts every suite
+/// server on S3, anything else on a local directory, and the harness's object calls see
+/// what the server stored.
+#[tokio::test]
+async fn suite_servers_run_on_the_store_their_pass_asks_for() {
+    let server = TestServer::start();
+    let wanted_s3 = std::env::var("CLUSTERD_TEST_STORE").as_deref() == Ok("s3") && s3_mode();
+    assert_eq!(server.store().is_s3(), wanted_s3, "{:?}", server.store());
+    let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+    // The server's own account of its store (its start-up log line).
+    let named = if wanted_s3 {
+        server.store().url()
+    } else {
+        "local:/".to_owned()
+    };
+    assert!(log.contains(&named), "{named} in {log}");
+
+    let (status, body) = server
+        .upload_parquet(KEY_A, "c", example_parquet(10, 4, 2, "d_", "embedding"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let part = body["part_key"].as_str().expect("part_key");
+    let keys = server
+        .list_keys(&format!("{ORG_A}/{NS}/collections/c"))
+        .await;
+    assert_eq!(keys, [part]);
+    assert!(server.get_object(part).await.is_some());
+}
