@@ -17,11 +17,11 @@ fn main() -> ExitCode {
 }
 
 /// Every TLS client of the process (object_store's S3 client, the labelling provider's
-/// reqwest client) uses rustls, and rustls panics at the first handshake when it cannot
-/// tell which crypto provider to use, as soon as a second one (`ring`) is compiled in by
-/// some dependency's feature. Choosing it once here, before anything builds a client,
-/// keeps that from ever becoming a runtime failure. aws-lc-rs because object_store's `aws`
-/// feature already builds it: no second provider, no extra C build.
+/// reqwest client) uses rustls, and rustls panics when a client is set up without a
+/// provider while more than one is compiled in, which any dependency's feature (`ring`)
+/// can bring about. Choosing it once here, before anything builds a client, keeps that
+/// from ever becoming a runtime failure. aws-lc-rs because object_store's `aws` feature
+/// already builds it: no second provider, no extra C build.
 fn install_tls_provider() {
     // Err only means a provider is already installed, which is all this asks for.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
