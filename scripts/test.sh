@@ -2,7 +2,11 @@
 # Runs every test of clusterd, installing first what the tests need and is missing:
 # Debian packages (a C toolchain for aws-lc, Python's venv, Mesa's software Vulkan driver
 # lavapipe so the WGSL kernels run without a GPU) and a Python venv (.venv) holding
-# grpcurl. Formatting and clippy are checked too. Works as root or with sudo.
+# grpcurl and moto (an S3-compatible server). Formatting and clippy are checked too. Works
+# as root or with sudo.
+#
+# The integration tests run twice: on local directory stores, then (same build) with
+# CLUSTERD_TEST_STORE=s3 against a moto_server the test process starts on 127.0.0.1.
 #
 # GPU tests need a wgpu adapter. With CLUSTERD_REQUIRE_GPU=1 (CI sets it) a missing
 # adapter fails them; otherwise they skip with a visible "SKIPPED" message.
@@ -31,9 +35,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   . "$HOME/.cargo/env"
 fi
 
-if [ ! -x .venv/bin/grpcurl ]; then
-  echo "== creating .venv with grpcurl"
-  python3 -m venv .venv
+if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/moto_server ]; then
+  echo "== installing .venv: grpcurl, moto_server"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/test-requirements.txt
 fi
 export PATH="$PWD/.venv/bin:$PATH"
@@ -47,5 +51,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --all-targets -- -D warnings
+# A missing moto_server fails the S3 tests instead of skipping them.
+export CLUSTERD_REQUIRE_S3=1
 echo "== cargo test"
 cargo test --release
+echo "== cargo test --test api, on S3 (moto)"
+s3_started=$(date +%s)
+CLUSTERD_TEST_STORE=s3 cargo test --release --test api
+echo "== the S3 pass took $(( $(date +%s) - s3_started )) s"

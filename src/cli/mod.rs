@@ -198,7 +198,14 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         tracing::info!(base_url = %c.base_url, model = %c.default_model,
             key = c.api_key.is_some(), "labelling provider: OpenAI-compatible");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
+    runtime
+        .block_on(store.check_access())
+        .map_err(|e| e.to_string())?;
     tracing::info!(store = %store.describe(), "object store");
     let engine = Engine::new(
         store,
@@ -230,10 +237,6 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             max_upload_bytes: args.max_upload_bytes,
         },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         match state.engine.recover_interrupted_runs().await {
             Ok(0) => {}

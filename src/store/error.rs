@@ -20,6 +20,14 @@ pub enum StoreError {
     },
     #[error("cannot open the object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    #[error(
+        "the store {store} cannot be read (check the bucket, AWS_ENDPOINT_URL and the credentials): {source}"
+    )]
+    Unreachable {
+        store: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 /// An object-store failure during a request is the server's problem, never the caller's.

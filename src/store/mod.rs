@@ -18,13 +18,14 @@ mod upload;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::model::{ApiError, ApiResult, Matrix, Scope, validate_name};
 
@@ -109,7 +110,21 @@ pub struct LoadedDocuments {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// The same store with few retries, for [`Store::check_access`]: requests keep
+    /// object_store's patient default (10 retries, up to 3 minutes), which would hold a
+    /// start-up against a wrong endpoint for about a minute before saying why.
+    probe: Arc<dyn ObjectStore>,
     description: String,
+}
+
+/// Retries of the start-up probe: enough to ride out one dropped connection, few enough
+/// that a wrong endpoint or bucket is reported within seconds.
+fn probe_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+    }
 }
 
 impl Store {
@@ -126,22 +141,25 @@ impl Store {
                 });
             }
             let prefix = prefix.trim_matches('/');
-            let s3 = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()?;
-            let (inner, description): (Arc<dyn ObjectStore>, String) = if prefix.is_empty() {
-                (Arc::new(s3), format!("s3://{bucket}"))
-            } else {
-                let p = Path::parse(prefix).map_err(|e| StoreError::InvalidUrl {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
-                (
-                    Arc::new(PrefixStore::new(s3, p)),
-                    format!("s3://{bucket}/{prefix}"),
-                )
-            };
-            return Ok(Store { inner, description });
+            let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let s3 = builder.clone().build()?;
+            let probe = builder.with_retry(probe_retry()).build()?;
+            if prefix.is_empty() {
+                return Ok(Store {
+                    inner: Arc::new(s3),
+                    probe: Arc::new(probe),
+                    description: format!("s3://{bucket}"),
+                });
+            }
+            let p = Path::parse(prefix).map_err(|e| StoreError::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+            return Ok(Store {
+                inner: Arc::new(PrefixStore::new(s3, p.clone())),
+                probe: Arc::new(PrefixStore::new(probe, p)),
+                description: format!("s3://{bucket}/{prefix}"),
+            });
         }
         let local = match url.strip_prefix("file://") {
             Some(p) => p,
@@ -165,11 +183,26 @@ impl Store {
             path: dir.display().to_string(),
             source,
         })?;
-        let fs = LocalFileSystem::new_with_prefix(&abs)?;
+        let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&abs)?);
         Ok(Store {
-            inner: Arc::new(fs),
+            probe: Arc::clone(&fs),
+            inner: fs,
             description: format!("local:{}", abs.display()),
         })
+    }
+
+    /// One listing of the store root, so that a missing bucket, a wrong endpoint or bad
+    /// credentials stop the server at start-up with the cause, instead of turning every
+    /// later request into an internal error.
+    pub async fn check_access(&self) -> Result<(), StoreError> {
+        self.probe
+            .list_with_delimiter(None)
+            .await
+            .map(|_| ())
+            .map_err(|source| StoreError::Unreachable {
+                store: self.description.clone(),
+                source,
+            })
     }
 
     /// Where the store points, for logs.

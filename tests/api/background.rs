@@ -2,7 +2,6 @@
 //! cancel stops a running run (REST and gRPC) and leaves it `cancelled` with no record
 //! and no artifacts; finished, unknown and foreign runs are refused.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -106,26 +105,15 @@ fn running_with_progress(run: &Value) -> bool {
     run["status"] == "running" && run["progress"]["stage"].is_string()
 }
 
-/// Every file under the store that sits in the run's directory.
-fn files_of_run(root: &Path, run_id: &str) -> Vec<String> {
-    fn walk(dir: &Path, run_id: &str, inside: bool, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                walk(&path, run_id, inside || name == run_id, out);
-            } else if inside {
-                out.push(name);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, run_id, false, &mut out);
-    out.sort();
-    out
+/// The file names of every object in the run's directory of the store.
+async fn files_of_run(server: &TestServer, run_id: &str) -> Vec<String> {
+    let dir = format!("{ORG_A}/{NS}/engine_cluster_build/{run_id}");
+    server
+        .list_keys(&dir)
+        .await
+        .into_iter()
+        .map(|k| k.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// A cancelled run: status `cancelled` with the cancelled error, no result, no artifacts
@@ -150,7 +138,7 @@ async fn assert_cancelled_without_record(server: &TestServer, run_id: &str) {
             .await;
         assert_eq!(status, 404, "{name} of a cancelled run");
     }
-    let files = files_of_run(&server.store_root(), run_id);
+    let files = files_of_run(server, run_id).await;
     assert!(
         !files
             .iter()
@@ -196,7 +184,7 @@ async fn submitted_run_answers_at_once_shows_progress_while_running_then_complet
     assert_eq!(completed["result"]["num_clusters"], 40);
     assert_eq!(completed["request"]["algorithm_params"]["n_init"], 60);
     assert_eq!(completed["progress"]["stage"], "done");
-    let files = files_of_run(&server.store_root(), &run_id);
+    let files = files_of_run(&server, &run_id).await;
     assert!(files.iter().any(|f| f == "run.json"), "{files:?}");
     let (status, _) = server
         .get_bytes(

@@ -292,11 +292,13 @@ async fn server_for_errors() -> TestServer {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let dir = server
-        .store_root()
-        .join(format!("{ORG_A}/{NS}/collections/col_nan"));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("dropped.parquet"), parquet_with_nan()).expect("write");
+    // Dropped into the store by another writer, so it never went through upload validation.
+    server
+        .put_object(
+            &format!("{ORG_A}/{NS}/collections/col_nan/dropped.parquet"),
+            parquet_with_nan(),
+        )
+        .await;
     server
 }
 

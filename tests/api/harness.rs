@@ -1,12 +1,25 @@
-//! Starts the real `clusterd` binary on ephemeral ports with its own store directory,
-//! and gives tests a real HTTP client, a real tonic client and grpcurl.
+//! Starts the real `clusterd` binary on ephemeral ports with its own store, and gives tests
+//! a real HTTP client, a real tonic client and grpcurl.
+//!
+//! The store is a local directory, or, with `CLUSTERD_TEST_STORE=s3`, a bucket of its own
+//! on one `moto_server` (a real S3-compatible server) that this test process starts. Tests
+//! that look at stored objects go through [`TestStore`] (`put_object`, `get_object`,
+//! `list_keys`), which works on both, so the whole suite runs against either store.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use clusterd::api::grpc::pb;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
 pub const KEY_A: &str = "sk_test_org_a_key";
@@ -47,7 +60,9 @@ pub struct TestServer {
     child: Child,
     /// Left in place on drop (a later server restarts on it).
     keep_dir: bool,
+    /// Logs and the key file; also names the store (see [`TestStore::for_dir`]).
     pub dir: PathBuf,
+    store: TestStore,
     pub grpc: String,
     pub http: String,
 }
@@ -75,20 +90,44 @@ impl TestServer {
         Self::start_in_with(temp_dir("srv"), opts)
     }
 
-    /// Start on an existing directory (its `data/` is the store), e.g. one prepared with
-    /// files a previous server left behind.
+    /// Start on an existing directory and the store it names ([`TestStore::for_dir`]),
+    /// e.g. the one a killed server left behind, or one prepared with `put_object`.
     pub fn start_in(dir: &Path) -> Self {
         Self::start_in_with(dir.to_path_buf(), Options::default())
     }
 
     pub fn start_in_with(dir: PathBuf, opts: Options) -> Self {
+        let store = TestStore::for_dir(&dir);
+        Self::launch(dir, store, opts)
+    }
+
+    /// A server on a local directory store in every pass, for the few tests that are about
+    /// a directory (say why where you use it).
+    pub fn start_local() -> Self {
+        Self::start_local_with(Options::default())
+    }
+
+    pub fn start_local_with(opts: Options) -> Self {
+        let dir = temp_dir("srv");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("create the store directory");
+        Self::launch(dir, TestStore::Local(data), opts)
+    }
+
+    /// A server on the given store, whatever the suite's mode (tests/api/s3.rs).
+    pub fn start_on(store: TestStore, opts: Options) -> Self {
+        Self::launch(temp_dir("srv"), store, opts)
+    }
+
+    fn launch(dir: PathBuf, store: TestStore, opts: Options) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--store")
-            .arg(dir.join("data"))
+            .arg(store.url())
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(&opts.extra_args)
             .env_remove("CLUSTERD_API_KEYS")
+            .envs(store.env())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("server.log")).expect("log file"),
@@ -114,6 +153,7 @@ impl TestServer {
             grpc: ready["grpc"].as_str().expect("grpc addr").to_owned(),
             http: ready["http"].as_str().expect("http addr").to_owned(),
             dir,
+            store,
         }
     }
 
@@ -121,8 +161,40 @@ impl TestServer {
         format!("http://{}{}", self.http, path)
     }
 
+    /// The store directory, for a server started with `start_local*`. In the S3 pass it
+    /// panics rather than hand out a directory that stays empty (a test asserting that a
+    /// file is absent would pass without testing anything): use `list_keys`,
+    /// `get_object`, `put_object` instead, which work on both stores.
     pub fn store_root(&self) -> PathBuf {
-        self.dir.join("data")
+        match &self.store {
+            TestStore::Local(dir) => dir.clone(),
+            TestStore::S3 { .. } => panic!(
+                "store_root() is for local stores: this server runs on {}; use \
+                 list_keys/get_object/put_object, or start_local() for a test about a directory",
+                self.store.url()
+            ),
+        }
+    }
+
+    /// Where this server keeps its data.
+    pub fn store(&self) -> &TestStore {
+        &self.store
+    }
+
+    /// Write an object under the store (key relative to `--store`, e.g.
+    /// `int_org_a/production/collections/c/part.parquet`), as another writer would.
+    pub async fn put_object(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        self.store.put_object(key, bytes).await;
+    }
+
+    /// An object of the store, `None` when it does not exist.
+    pub async fn get_object(&self, key: &str) -> Option<bytes::Bytes> {
+        self.store.get_object(key).await
+    }
+
+    /// Every key under `prefix` (whole path segments, relative to `--store`), sorted.
+    pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
+        self.store.list_keys(prefix).await
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
@@ -266,6 +338,10 @@ impl Drop for TestServer {
         let _ = self.child.wait();
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
+            // moto keeps objects in memory for the whole test process.
+            if matches!(self.store, TestStore::S3 { .. }) {
+                self.store.remove_all();
+            }
         }
     }
 }
@@ -604,4 +680,365 @@ pub async fn first_running_run(server: &TestServer) -> String {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store under test: a local directory, or a bucket on this process's moto server.
+
+/// Whether this test process runs its servers against S3: `CLUSTERD_TEST_STORE=s3` and a
+/// `moto_server` to start. Without moto it stays local (and says so), unless
+/// `CLUSTERD_REQUIRE_S3=1`, which makes a missing moto a failure.
+pub fn s3_mode() -> bool {
+    static MODE: OnceLock<bool> = OnceLock::new();
+    *MODE.get_or_init(|| {
+        if std::env::var("CLUSTERD_TEST_STORE").as_deref() != Ok("s3") {
+            return false;
+        }
+        let found = moto().is_some();
+        if !found {
+            eprintln!(
+                "SKIPPED S3 mode: CLUSTERD_TEST_STORE=s3 but no moto_server; running on local stores"
+            );
+        }
+        found
+    })
+}
+
+fn s3_required() -> bool {
+    std::env::var("CLUSTERD_REQUIRE_S3").as_deref() == Ok("1")
+}
+
+/// `$CLUSTERD_MOTO_SERVER`, else `.venv/bin/moto_server` of the repository, else
+/// `moto_server` on PATH.
+fn moto_server_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CLUSTERD_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The one moto server of this test process, started on first use; `None` when there is
+/// no moto_server (a failure instead with `CLUSTERD_REQUIRE_S3=1`).
+pub fn moto() -> Option<&'static Moto> {
+    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
+    MOTO.get_or_init(|| match moto_server_binary() {
+        Some(bin) => Some(Moto::start(&bin)),
+        None if s3_required() => panic!(
+            "CLUSTERD_REQUIRE_S3=1 but moto_server was not found: scripts/test.sh installs it \
+             into .venv (or set CLUSTERD_MOTO_SERVER)"
+        ),
+        None => None,
+    })
+    .as_ref()
+}
+
+/// For tests that exist only for S3 (tests/api/s3.rs): the moto server, or `None` after a
+/// visible SKIPPED line when there is none and none is required.
+pub fn moto_for_s3_tests() -> Option<&'static Moto> {
+    let found = moto();
+    if found.is_none() {
+        eprintln!("SKIPPED: moto_server not found (run scripts/test.sh, which installs it)");
+    }
+    found
+}
+
+/// Fake credentials: moto accepts any, and without them object_store would go looking for
+/// instance credentials on the network.
+const S3_ACCESS_KEY: &str = "clusterd-test";
+const S3_SECRET_KEY: &str = "clusterd-test-secret";
+const S3_REGION: &str = "us-east-1";
+
+/// The endpoint, fake credentials and region for a clusterd child on an S3 store
+/// (plain-HTTP endpoints also need `AWS_ALLOW_HTTP=true`).
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+        ("AWS_REGION", S3_REGION.to_owned()),
+    ]
+}
+
+/// A `moto_server` on 127.0.0.1 that lives as long as this test process.
+#[derive(Debug)]
+pub struct Moto {
+    pub endpoint: String,
+    /// moto runs under a small shell that waits for EOF on this pipe and then kills it.
+    /// The pipe's write end is held here, in a static that is never dropped, and the
+    /// kernel closes it when this process ends, however it ends (success, a failed
+    /// assertion, a signal), so no moto outlives `cargo test`.
+    _lifeline: ChildStdin,
+    _shell: Child,
+}
+
+/// `sh -c` body: moto in the background, a watcher that kills it at EOF on stdin (fd 3,
+/// since a background list's stdin is /dev/null), and the shell itself exits when moto
+/// does, so that a moto that cannot start is seen at once.
+const MOTO_WRAPPER: &str = r#"
+exec 3<&0
+"$1" -H 127.0.0.1 -p "$2" >"$3" 2>&1 </dev/null &
+moto=$!
+{ while read -r _; do :; done <&3; kill "$moto" 2>/dev/null; } &
+wait "$moto"
+"#;
+
+impl Moto {
+    fn start(bin: &Path) -> Moto {
+        let mut last_error = String::new();
+        // A free port can be taken between finding it and moto binding it: try again.
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let log = std::env::temp_dir()
+                .join(format!("clusterd-moto-{}-{port}.log", std::process::id()));
+            let mut shell = Command::new("sh")
+                .arg("-c")
+                .arg(MOTO_WRAPPER)
+                .arg("sh")
+                .arg(bin)
+                .arg(port.to_string())
+                .arg(&log)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start sh for moto_server");
+            let lifeline = shell.stdin.take().expect("moto lifeline pipe");
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(shell.try_wait(), Ok(None)) {
+                if block_on(reqwest::get(&endpoint)).is_ok_and(|r| r.status().is_success()) {
+                    // The request log of a whole suite is not worth keeping on disk; moto
+                    // keeps writing to the unlinked file.
+                    let _ = std::fs::remove_file(&log);
+                    return Moto {
+                        endpoint,
+                        _lifeline: lifeline,
+                        _shell: shell,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            last_error = std::fs::read_to_string(&log).unwrap_or_default();
+            drop(lifeline);
+            let _ = shell.wait();
+            let _ = std::fs::remove_file(&log);
+        }
+        panic!(
+            "{} did not answer on 127.0.0.1: {last_error}",
+            bin.display()
+        )
+    }
+
+    /// What a clusterd child needs to reach this server (set on the child only).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = s3_env(&self.endpoint);
+        env.push(("AWS_ALLOW_HTTP", "true".to_owned()));
+        env
+    }
+
+    /// Create `bucket` with a plain HTTP PUT, as the S3 API does (moto answers 200 for a
+    /// bucket that exists already).
+    pub fn create_bucket(&self, bucket: &str) {
+        let url = format!("{}/{bucket}", self.endpoint);
+        let status = block_on(async { reqwest::Client::new().put(&url).send().await })
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"))
+            .status();
+        assert!(status.is_success(), "PUT {url}: {status}");
+    }
+
+    /// The whole bucket, no prefix: what a reader of the bucket sees.
+    pub fn bucket_store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_allow_http(true)
+                .with_bucket_name(bucket)
+                .with_region(S3_REGION)
+                .with_access_key_id(S3_ACCESS_KEY)
+                .with_secret_access_key(S3_SECRET_KEY)
+                .build()
+                .expect("an S3 client for moto"),
+        )
+    }
+}
+
+/// Run a future to completion on a thread of its own, so that sync code (server start,
+/// `Drop`) can make async calls whether or not it runs inside a test's runtime.
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("the helper thread")
+    })
+}
+
+/// A bucket name from a test directory's name: lower case, digits and dashes, ≤ 63.
+fn bucket_for(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut bucket: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    bucket.truncate(63);
+    let bucket = bucket.trim_matches('-').to_owned();
+    assert!(bucket.len() >= 3, "no bucket name in {}", dir.display());
+    bucket
+}
+
+/// The prefix every suite server's store sits under in its bucket: more than one segment,
+/// so that the key layout below a prefix is exercised everywhere.
+const SUITE_PREFIX: &str = "clusterd/data";
+
+/// Where a test server keeps its data.
+#[derive(Debug, Clone)]
+pub enum TestStore {
+    /// A directory (`--store DIR`).
+    Local(PathBuf),
+    /// `--store s3://{bucket}/{prefix}` on the moto server.
+    S3 {
+        moto: &'static Moto,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl TestStore {
+    /// The store of a test directory: its `data/` directory when that exists (a local
+    /// server ran there) or the suite is local; in the S3 pass a bucket named after the
+    /// directory. The same directory always names the same store, so a server restarted
+    /// on the directory a killed one left (`kill_keeping_store`) finds its data.
+    pub fn for_dir(dir: &Path) -> TestStore {
+        let data = dir.join("data");
+        if !data.is_dir()
+            && s3_mode()
+            && let Some(moto) = moto()
+        {
+            return TestStore::s3(moto, &bucket_for(dir), SUITE_PREFIX);
+        }
+        TestStore::Local(data)
+    }
+
+    /// A store under `prefix` in `bucket`, created if missing.
+    pub fn s3(moto: &'static Moto, bucket: &str, prefix: &str) -> TestStore {
+        moto.create_bucket(bucket);
+        TestStore::S3 {
+            moto,
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
+    }
+
+    pub fn is_s3(&self) -> bool {
+        matches!(self, TestStore::S3 { .. })
+    }
+
+    /// The `--store` argument.
+    pub fn url(&self) -> String {
+        match self {
+            TestStore::Local(dir) => dir.display().to_string(),
+            TestStore::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+
+    /// The environment a server on this store needs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            TestStore::Local(_) => Vec::new(),
+            TestStore::S3 { moto, .. } => moto.env(),
+        }
+    }
+
+    /// The store as the server sees it: keys relative to `--store`.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        match self {
+            TestStore::Local(dir) => {
+                std::fs::create_dir_all(dir).expect("create the store directory");
+                Arc::new(LocalFileSystem::new_with_prefix(dir).expect("a local object store"))
+            }
+            TestStore::S3 {
+                moto,
+                bucket,
+                prefix,
+            } => Arc::new(PrefixStore::new(
+                AmazonS3Builder::new()
+                    .with_endpoint(&moto.endpoint)
+                    .with_allow_http(true)
+                    .with_bucket_name(bucket)
+                    .with_region(S3_REGION)
+                    .with_access_key_id(S3_ACCESS_KEY)
+                    .with_secret_access_key(S3_SECRET_KEY)
+                    .build()
+                    .expect("an S3 client for moto"),
+                ObjectPath::from(prefix.as_str()),
+            )),
+        }
+    }
+
+    pub async fn put_object(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        let bytes: bytes::Bytes = bytes.into();
+        self.object_store()
+            .put(&object_key(key), bytes.into())
+            .await
+            .unwrap_or_else(|e| panic!("put {key} into {}: {e}", self.url()));
+    }
+
+    pub async fn get_object(&self, key: &str) -> Option<bytes::Bytes> {
+        match self.object_store().get(&object_key(key)).await {
+            Ok(got) => Some(got.bytes().await.expect("object body")),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("get {key} from {}: {e}", self.url()),
+        }
+    }
+
+    pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
+        let prefix = object_key(prefix);
+        let mut keys: Vec<String> = self
+            .object_store()
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("list {prefix} of {}: {e}", self.url()));
+        keys.sort();
+        keys
+    }
+
+    /// Delete every object of the store (best effort: for cleaning up).
+    fn remove_all(&self) {
+        let store = self.object_store();
+        block_on(async move {
+            let locations = store.list(None).map_ok(|m| m.location).boxed();
+            let _ = store.delete_stream(locations).try_collect::<Vec<_>>().await;
+        });
+    }
+}
+
+/// A key given as text (`a/b/c`, surrounding slashes ignored) as an object path.
+fn object_key(key: &str) -> ObjectPath {
+    ObjectPath::parse(key.trim_matches('/'))
+        .unwrap_or_else(|e| panic!("{key:?} is not a valid object key: {e}"))
 }

@@ -135,9 +135,11 @@ async fn sigterm_stops_running_work_records_it_cancelled_and_exits_in_time() {
     assert_eq!(run["status"], "cancelled", "{run}");
 }
 
+/// Local directory only, in both passes: the fault is a directory standing where the
+/// artifact goes, which S3 (no directories) cannot be made to refuse.
 #[tokio::test]
 async fn a_store_failure_mid_run_fails_the_run_with_its_error_and_no_run_json() {
-    let server = TestServer::start();
+    let server = TestServer::start_local();
     // Long enough (seconds) to place the obstacle while it computes.
     let (run_id, call) = start_run_on(&server, 20_000).await;
     // clusters.parquet, the first artifact, cannot be written where a directory stands.

@@ -17,4 +17,5 @@ mod labelling;
 mod lifecycle;
 mod placement;
 mod runs;
+mod s3;
 mod streaming;

@@ -157,14 +157,10 @@ async fn store_results_false_persists_nothing() {
     let run_id = out["run_id"].as_str().expect("run_id");
     let (status, _) = get_json(&server, KEY_A, &format!("/v1/clusters/runs/{run_id}")).await;
     assert_eq!(status, 404);
-    let runs_dir = server
-        .store_root()
-        .join(format!("{ORG_A}/{NS}/engine_cluster_build"));
-    assert!(
-        !runs_dir.exists(),
-        "nothing written under {}",
-        runs_dir.display()
-    );
+    let written = server
+        .list_keys(&format!("{ORG_A}/{NS}/engine_cluster_build"))
+        .await;
+    assert!(written.is_empty(), "nothing written for runs: {written:?}");
 }
 
 #[tokio::test]
@@ -337,18 +333,19 @@ async fn runs_are_isolated_by_organisation() {
 #[tokio::test]
 async fn a_run_left_running_by_a_dead_server_is_failed_at_start_up() {
     // A status.json as a crashed server leaves it: running, heartbeat long ago.
-    let dir = std::env::temp_dir().join(format!("clusterd-it-stale-{}", std::process::id()));
-    let run_dir = dir.join(format!(
-        "data/{ORG_A}/{NS}/engine_cluster_build/run_stale0000000000000001"
-    ));
-    std::fs::create_dir_all(&run_dir).expect("mkdir");
+    let dir = temp_dir("stale");
     let status = json!({
         "run_id": "run_stale0000000000000001", "status": "running", "algorithm": "kmeans",
         "collection_ids": ["col_products_v1"], "created_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:00:00Z", "heartbeat_at": "2026-01-01T00:00:00Z",
         "instance_id": "dead", "progress": {"stage": "kmeans", "fraction": 0.4}
     });
-    std::fs::write(run_dir.join("status.json"), status.to_string()).expect("write");
+    TestStore::for_dir(&dir)
+        .put_object(
+            &format!("{ORG_A}/{NS}/engine_cluster_build/run_stale0000000000000001/status.json"),
+            status.to_string(),
+        )
+        .await;
     let server = TestServer::start_in(&dir);
     let (code, run) = get_json(
         &server,
