@@ -218,7 +218,8 @@ async fn members_parquet_carries_probabilities_of_soft_assignments() {
             "collection_id",
             "cluster_id",
             "distance_to_centroid",
-            "probability"
+            "probability",
+            "sampled"
         ]
     );
     let p = batch
@@ -253,7 +254,8 @@ async fn members_parquet_is_sorted_by_cluster_id_even_if_given_unsorted() {
             "collection_id",
             "cluster_id",
             "distance_to_centroid",
-            "coordinates"
+            "coordinates",
+            "sampled"
         ]
     );
     assert_eq!(
@@ -308,7 +310,8 @@ async fn members_parquet_is_sorted_by_cluster_id_even_if_given_unsorted() {
             "document_id",
             "collection_id",
             "cluster_id",
-            "distance_to_centroid"
+            "distance_to_centroid",
+            "sampled"
         ]
     );
     assert_eq!(
@@ -478,4 +481,44 @@ async fn large_artifact_goes_through_multipart_upload() {
         v.values().as_primitive::<Float32Type>().values().to_vec(),
         vectors.as_slice()
     );
+}
+
+#[tokio::test]
+async fn members_parquet_row_groups_are_small_and_carry_cluster_id_statistics() {
+    let store = temp_store("members-groups");
+    let s = scope();
+    let n = 2 * super::MEMBERS_ROW_GROUP_ROWS + 5;
+    let rows: Vec<MemberRow> = (0..n)
+        .map(|i| {
+            let cluster = format!("cluster_{:03}", 1 + i * 4 / n);
+            MemberRow {
+                sampled: i % 3 != 0,
+                ..member(&format!("doc{i:07}"), &cluster, Some(1.0), None)
+            }
+        })
+        .collect();
+    let key = store.write_members(&s, RUN, &rows).await.unwrap();
+    let bytes = read_object(&store, &key).await;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let meta = builder.metadata().clone();
+    assert_eq!(meta.num_row_groups(), 3, "groups of at most MEMBERS_ROW_GROUP_ROWS");
+    let cluster_col = builder
+        .schema()
+        .index_of("cluster_id")
+        .expect("cluster_id column");
+    for g in meta.row_groups() {
+        assert!(g.num_rows() as usize <= super::MEMBERS_ROW_GROUP_ROWS);
+        let stats = g.column(cluster_col).statistics().expect("statistics");
+        assert!(stats.min_bytes_opt().is_some() && stats.max_bytes_opt().is_some());
+    }
+    let sampled: Vec<bool> = builder
+        .build()
+        .unwrap()
+        .flat_map(|b| {
+            let b = b.unwrap();
+            let col = b.column_by_name("sampled").unwrap().as_boolean().clone();
+            (0..col.len()).map(move |i| col.value(i)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(sampled, rows.iter().map(|r| r.sampled).collect::<Vec<_>>());
 }
