@@ -501,7 +501,11 @@ async fn members_parquet_row_groups_are_small_and_carry_cluster_id_statistics() 
     let bytes = read_object(&store, &key).await;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
     let meta = builder.metadata().clone();
-    assert_eq!(meta.num_row_groups(), 3, "groups of at most MEMBERS_ROW_GROUP_ROWS");
+    assert_eq!(
+        meta.num_row_groups(),
+        3,
+        "groups of at most MEMBERS_ROW_GROUP_ROWS"
+    );
     let cluster_col = builder
         .schema()
         .index_of("cluster_id")
@@ -517,7 +521,9 @@ async fn members_parquet_row_groups_are_small_and_carry_cluster_id_statistics() 
         .flat_map(|b| {
             let b = b.unwrap();
             let col = b.column_by_name("sampled").unwrap().as_boolean().clone();
-            (0..col.len()).map(move |i| col.value(i)).collect::<Vec<_>>()
+            (0..col.len())
+                .map(move |i| col.value(i))
+                .collect::<Vec<_>>()
         })
         .collect();
     assert_eq!(sampled, rows.iter().map(|r| r.sampled).collect::<Vec<_>>());

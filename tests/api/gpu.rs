@@ -1,5 +1,6 @@
 //! The GPU engine end to end: `--device gpu` runs k-means and the silhouette through the
-//! WGSL kernels (on lavapipe in CI) and answers like the CPU engine.
+//! WGSL kernels (on lavapipe in CI) and answers like the CPU engine, placing the documents
+//! beyond a sample included.
 
 use serde_json::{Value, json};
 
@@ -107,4 +108,57 @@ async fn density_algorithms_on_the_gpu_device_answer_like_the_cpu_engine() {
             "{algorithm} {params}: same labels on both engines"
         );
     }
+}
+
+#[tokio::test]
+async fn documents_beyond_the_sample_are_placed_on_the_gpu_as_on_the_cpu() {
+    if clusterd::gpu::test_context().is_none() {
+        return;
+    }
+    let (gpu, cpu) = servers_on_both_devices().await;
+    let mut body = reference_body();
+    body["sample_size"] = json!(200);
+    body["compute_metrics"] = json!(false);
+    body["config"]["algorithm_params"]["random_state"] = json!(5);
+    let mut members = Vec::new();
+    for server in [&gpu, &cpu] {
+        let (status, out) = server.execute_rest(KEY_A, &body).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["placed_documents"], 400, "{out}");
+        let run_id = out["run_id"].as_str().expect("run_id");
+        let batches = server.artifact(run_id, "members.parquet").await;
+        let mut rows: Vec<(String, String, bool)> = Vec::new();
+        for b in &batches {
+            let col = |name: &str| {
+                b.column_by_name(name)
+                    .expect("column")
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .expect("utf8")
+                    .clone()
+            };
+            let (docs, clusters) = (col("document_id"), col("cluster_id"));
+            let sampled = b
+                .column_by_name("sampled")
+                .expect("sampled")
+                .as_any()
+                .downcast_ref::<arrow_array::BooleanArray>()
+                .expect("bool")
+                .clone();
+            for i in 0..b.num_rows() {
+                rows.push((
+                    docs.value(i).to_owned(),
+                    clusters.value(i).to_owned(),
+                    sampled.value(i),
+                ));
+            }
+        }
+        rows.sort();
+        assert_eq!(rows.len(), 600);
+        members.push(rows);
+    }
+    assert_eq!(
+        members[0], members[1],
+        "the GPU places every document as the CPU does"
+    );
 }
