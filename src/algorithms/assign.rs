@@ -261,6 +261,7 @@ pub struct Cores {
     pub metric: AssignMetric,
 }
 
+/// A [`PlacementRule`] with its core points gathered from the sample.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     NearestCentroid,
@@ -283,7 +284,7 @@ pub struct Placement {
 }
 
 impl Placement {
-    const NOISE: Placement = Placement {
+    pub const NOISE: Placement = Placement {
         cluster: None,
         distance: None,
     };
