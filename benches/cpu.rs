@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use clusterd::algorithms::assign::{AssignMetric, Assigner, Cores, Rule};
 use clusterd::algorithms::distance::{nearest_centers, row_sq_norms};
 use clusterd::algorithms::kmeans::{self, KMeansInit, KMeansParams};
 use clusterd::metrics::{self, MetricsOptions};
@@ -92,5 +93,44 @@ fn silhouette(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, distances, kmeans_fit, silhouette);
+/// Placing 100 000 × 128 vectors among 100 centroids and among 20 000 core points (1-NN,
+/// as agglomerative and spectral runs place; manhattan, which is measured exactly
+/// throughout, on a tenth of the vectors).
+fn assign(c: &mut Criterion) {
+    let (x, _) = blobs(100_000, 128, 100, 5);
+    let (centroids, _) = blobs(100, 128, 100, 6);
+    let (points, labels) = blobs(20_000, 128, 100, 6);
+    let clusters: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    let mut g = c.benchmark_group("assign");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    let by_centroid = Assigner::new(centroids.clone(), Rule::NearestCentroid).expect("valid");
+    g.bench_function("nearest centroid 100000x128 k=100", |b| {
+        b.iter(|| by_centroid.assign(black_box(&x), &ctx()).unwrap())
+    });
+    let few = Matrix::from_vec(10_000, 128, x.rows_slice(0, 10_000).to_vec()).expect("shape");
+    for (metric, rows) in [
+        (AssignMetric::Euclidean, &x),
+        (AssignMetric::Cosine, &x),
+        (AssignMetric::Manhattan, &few),
+    ] {
+        let rule = Rule::NearestCore(Cores {
+            points: points.clone(),
+            clusters: clusters.clone(),
+            radius: vec![f64::INFINITY; points.rows()],
+            metric,
+        });
+        let by_core = Assigner::new(centroids.clone(), rule).expect("valid");
+        let name = format!(
+            "nearest core {} {}x128 among 20000",
+            metric.as_str(),
+            rows.rows()
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| by_core.assign(black_box(rows), &ctx()).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, distances, kmeans_fit, silhouette, assign);
 criterion_main!(benches);

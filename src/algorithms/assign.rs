@@ -261,6 +261,7 @@ pub struct Cores {
     pub metric: AssignMetric,
 }
 
+/// A [`PlacementRule`] with its core points gathered from the sample.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     NearestCentroid,
@@ -283,7 +284,7 @@ pub struct Placement {
 }
 
 impl Placement {
-    const NOISE: Placement = Placement {
+    pub const NOISE: Placement = Placement {
         cluster: None,
         distance: None,
     };
@@ -549,7 +550,8 @@ impl<'a> CoreSearch<'a> {
         }
     }
 
-    /// Queries `first..first + out.len()` against every core by brute force, exact.
+    /// Queries `first..first + out.len()` against every core by brute force, exact (a
+    /// core is given up on once its partial distance exceeds the best so far).
     fn manhattan_block(
         &self,
         x: &Matrix,
@@ -563,8 +565,10 @@ impl<'a> CoreSearch<'a> {
             for (t, best) in out.iter_mut().enumerate() {
                 let q = x.row(first + t);
                 for j in block_range(b, nc) {
-                    // Cores come in index order: strictly less keeps the first on ties.
-                    offer(best, j, self.exact(q, 1.0, j));
+                    let bound = best.map_or(f64::INFINITY, |(_, d)| d);
+                    if let Some(d) = manhattan_within(q, self.cores.points.row(j), bound) {
+                        offer(best, j, d);
+                    }
                 }
             }
         }
@@ -735,6 +739,39 @@ fn scale_into(row: &mut [f32], s: f64) {
 
 const LANES: usize = 8;
 
+/// Lane chunks summed between two looks at the running total in [`manhattan_within`].
+const CHECK_EVERY: usize = 4;
+
+/// The manhattan distance of `a` and `b`, to the bit as [`lane_sum`] gives it, or `None`
+/// once the partial sum exceeds `bound`: every term is non-negative and rounding is
+/// monotone, so a partial total above `bound` means the whole one is too, and most
+/// cores of other clusters are given up on after a fraction of the features.
+fn manhattan_within(a: &[f32], b: &[f32], bound: f64) -> Option<f64> {
+    let mut acc = [0.0f64; LANES];
+    let split = a.len() - a.len() % LANES;
+    for (k, (p, q)) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+        .enumerate()
+    {
+        for l in 0..LANES {
+            acc[l] += (f64::from(p[l]) - f64::from(q[l])).abs();
+        }
+        if k % CHECK_EVERY == CHECK_EVERY - 1 && combine_lanes(&acc) > bound {
+            return None;
+        }
+    }
+    for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        acc[l] += (f64::from(p) - f64::from(q)).abs();
+    }
+    Some(combine_lanes(&acc))
+}
+
+#[inline]
+fn combine_lanes(acc: &[f64; LANES]) -> f64 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 /// `Σ f(a_k, b_k)` in f64 over eight interleaved partial sums, combined exactly as the
 /// neighbour engine combines them, so that distances agree with the fit's to the bit.
 #[inline]
@@ -752,5 +789,5 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
         acc[l] += f(f64::from(p), f64::from(q));
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    combine_lanes(&acc)
 }

@@ -185,6 +185,30 @@ fn the_exact_distance_is_the_plain_f64_definition() {
 }
 
 #[test]
+fn a_manhattan_distance_is_given_up_on_only_above_its_bound() {
+    let x = random_matrix(30, 45, 6, 0.0);
+    for i in 0..30 {
+        for j in 0..30 {
+            let (a, b) = (x.row(i), x.row(j));
+            let full = lane_sum(a, b, |p, q| (p - q).abs());
+            assert_eq!(manhattan_within(a, b, f64::INFINITY), Some(full));
+            assert_eq!(
+                manhattan_within(a, b, full),
+                Some(full),
+                "a tie is measured"
+            );
+            assert_eq!(manhattan_within(a, b, full.next_up()), Some(full));
+            // Below the total: given up on, or measured in full (too late to tell).
+            let below = manhattan_within(a, b, full * 0.25);
+            assert!(below.is_none() || below == Some(full));
+        }
+    }
+    // A large first chunk exceeds a small bound before the rest is read.
+    let far = vec![100.0f32; 64];
+    assert_eq!(manhattan_within(&far, &[0.0; 64], 1.0), None);
+}
+
+#[test]
 fn nearest_centroid_equals_brute_force_on_random_data() {
     // Ragged against the block size; a width no SIMD lane count divides; off the origin.
     let x = random_matrix(2 * BLOCK_ROWS + 77, 19, 1, 20.0);
@@ -499,9 +523,11 @@ fn assigner_of(rule: &PlacementRule, x: &Matrix, labels: &[i64]) -> Assigner {
             }
         }
     }
-    for c in 0..k {
-        let n = counts[c].max(1.0);
-        centroids.row_mut(c).iter_mut().for_each(|v| *v /= n);
+    for (c, &n) in counts.iter().enumerate() {
+        centroids
+            .row_mut(c)
+            .iter_mut()
+            .for_each(|v| *v /= n.max(1.0));
     }
     rule.assigner(x, labels, centroids).unwrap()
 }
