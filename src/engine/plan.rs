@@ -37,8 +37,7 @@ pub(super) enum Plan {
 pub(super) struct Fitted {
     pub labelled: Labelled,
     pub resolved_params: serde_json::Value,
-    // Read by the placement of rows beyond the sample, which the engine wires next.
-    #[allow(dead_code)]
+    /// How the fit places vectors it did not see (the rest of a sample, `assign`).
     pub rule: PlacementRule,
 }
 
