@@ -2,7 +2,8 @@
 # Peak memory and time of placing the documents beyond a sample (issue 9), measured on the
 # real server: one collection of N documents × D dimensions; a k-means run on a sample of S
 # that places the other N−S, against the same run clustering all N. Prints a Markdown
-# table row per run: wall seconds and the server's peak RSS (VmHWM) after the run.
+# table row per run: wall seconds and the server's peak RSS during the run (VmHWM, reset
+# after the upload).
 #
 #   cargo build --release && bash scripts/bench/placement.sh [N] [D] [S] [K]
 set -euo pipefail
@@ -20,6 +21,8 @@ run() {  # $1: label, $2: sample_size JSON
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18089/healthz >/dev/null && break; sleep 0.1; done
   curl -sf -X POST http://127.0.0.1:18089/v1/collections/docs/documents -H 'X-Namespace: bench' \
     -H 'Content-Type: application/vnd.apache.parquet' --data-binary @"$WORK/docs.parquet" >/dev/null
+  # The upload's own peak is not the run's: reset the high-water mark (Linux clear_refs).
+  echo 5 >/proc/$PID/clear_refs
   local base; base=$(awk '/VmRSS/{print $2}' /proc/$PID/status)
   local t0; t0=$(date +%s.%N)
   local out; out=$(curl -sf -X POST http://127.0.0.1:18089/v1/clusters/execute -H 'X-Namespace: bench' \

@@ -20,8 +20,9 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
+use parquet::file::metadata::PageIndexPolicy;
 
 use super::error::parquet_error;
 use super::reader::{self, DOCUMENT_ID, ObjectReader, Part, StringColumn, VectorView, vector_type};
@@ -219,7 +220,8 @@ impl Store {
                     dim: vectors.dim,
                     remaining: parts.iter().map(|p| p.kept.len()).sum(),
                     parts: parts.into(),
-                    current: None,
+                    part: None,
+                    window: None,
                 });
             }
             out.vectors = Some(
@@ -241,7 +243,11 @@ pub struct RemainderBatch {
     pub vectors: Matrix,
 }
 
-/// The documents a sample left out, streamed part by part, batch by batch.
+/// The documents a sample left out, streamed part by part, batch by batch, in bounded
+/// memory: a part written with an offset index (as arrow-rs and clusterd's own uploads
+/// write) is read in windows of [`WINDOW_ROWS`] file rows, each on its own row selection,
+/// so only the pages of one window are fetched at a time; a part without one (pyarrow's
+/// default) is read by row groups, holding one row group's vector column chunk.
 pub struct Remainder {
     req: LoadRequest,
     column: String,
@@ -249,16 +255,10 @@ pub struct Remainder {
     dim: Option<(usize, usize)>,
     remaining: usize,
     parts: VecDeque<PartState>,
-    current: Option<Streaming>,
-}
-
-/// The part being read and the rows of it still to come.
-struct Streaming {
-    collection: u32,
-    c: usize,
-    ids: std::vec::IntoIter<(usize, String)>,
-    stream: ParquetRecordBatchStream<ObjectReader>,
-    file: String,
+    /// The part being read and its windows still to open (ranges of its `kept`).
+    part: Option<(PartState, VecDeque<Range<usize>>)>,
+    /// The open window: its stream and the `kept` rows it has still to return.
+    window: Option<(ParquetRecordBatchStream<ObjectReader>, Range<usize>)>,
 }
 
 impl std::fmt::Debug for Remainder {
@@ -275,7 +275,8 @@ impl Remainder {
         self.remaining
     }
 
-    /// The next at most `max_rows` documents (fewer at the end), `None` when all came.
+    /// The next documents, at least `max_rows` unless the remainder ends first (a batch
+    /// may overshoot by less than one reader batch), `None` when all came.
     pub async fn next_batch(
         &mut self,
         max_rows: usize,
@@ -294,68 +295,74 @@ impl Remainder {
         let mut scratch = Vec::new();
         while batch.document_ids.len() < max_rows {
             ctx.checkpoint()?;
-            if self.current.is_none() {
+            if self.part.is_none() {
                 let Some(mut part) = self.parts.pop_front() else {
                     break;
                 };
-                let kept = std::mem::take(&mut part.kept);
-                let stream = open_rows(&self.req, &part, &kept, &self.column)?;
-                self.current = Some(Streaming {
-                    collection: u32::try_from(part.collection).map_err(ApiError::internal)?,
-                    c: part.collection,
-                    file: part.file(),
-                    ids: kept.into_iter(),
-                    stream,
-                });
+                part.meta = with_page_index(&part).await?;
+                let windows = windows(&part.meta, &part.kept).into();
+                self.part = Some((part, windows));
             }
-            let Some(cur) = self.current.as_mut() else {
+            let Some((part, windows)) = self.part.as_mut() else {
                 break;
             };
-            let c = cur.c;
+            if self.window.is_none() {
+                let Some(range) = windows.pop_front() else {
+                    self.part = None;
+                    continue;
+                };
+                let stream = open_rows(&self.req, part, &part.kept[range.clone()], &self.column)?;
+                self.window = Some((stream, range));
+            }
+            let Some((stream, range)) = self.window.as_mut() else {
+                continue;
+            };
+            let c = part.collection;
+            let file = part.file();
             let collection = &self.req.collection_ids[c];
-            let file = cur.file.clone();
             let bad = |m: String| {
                 ApiError::invalid_parameter(
                     &format!("collection_ids[{c}]"),
                     format!("part {file} of collection {collection}: {m}"),
                 )
             };
-            match cur
-                .stream
-                .try_next()
-                .await
-                .map_err(|e| parquet_error(e, bad))?
-            {
+            match stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
                 Some(rb) => {
-                    let ids: Vec<(usize, String)> = cur.ids.by_ref().take(rb.num_rows()).collect();
-                    if ids.len() != rb.num_rows() {
-                        return Err(ApiError::internal(
-                            "the reader returned more rows than selected",
-                        ));
-                    }
+                    let rows = rb.num_rows();
+                    let ids = part
+                        .kept
+                        .get_mut(range.start..range.start + rows)
+                        .filter(|_| range.start + rows <= range.end)
+                        .ok_or_else(|| {
+                            ApiError::internal("the reader returned more rows than selected")
+                        })?;
                     append_vectors(
                         &self.req,
                         &rb,
                         &self.column,
                         c,
-                        &ids,
+                        ids,
                         &mut sink,
                         &mut scratch,
                     )?;
+                    // The id moves into the batch; the part's copy is not read again.
+                    batch
+                        .document_ids
+                        .extend(ids.iter_mut().map(|(_, id)| std::mem::take(id)));
+                    let index = u32::try_from(c).map_err(ApiError::internal)?;
                     batch
                         .collection_index
-                        .extend(std::iter::repeat_n(cur.collection, ids.len()));
-                    batch.document_ids.extend(ids.into_iter().map(|(_, id)| id));
+                        .extend(std::iter::repeat_n(index, rows));
+                    range.start += rows;
                 }
                 None => {
-                    if cur.ids.len() != 0 {
+                    if range.start < range.end {
                         return Err(ApiError::internal(format!(
-                            "{} selected rows of {} were not read",
-                            cur.ids.len(),
-                            cur.file
+                            "{} selected rows of {file} were not read",
+                            range.end - range.start
                         )));
                     }
-                    self.current = None;
+                    self.window = None;
                 }
             }
         }
@@ -370,6 +377,60 @@ impl Remainder {
         self.remaining = self.remaining.saturating_sub(rows);
         Ok(Some(batch))
     }
+}
+
+/// File rows per window when a part has an offset index: 16 MiB of 256-d vectors.
+const WINDOW_ROWS: usize = 16_384;
+
+/// Ranges of `kept` (rows ascending) read on one row selection each: windows of
+/// [`WINDOW_ROWS`] file rows when the part has an offset index (each window then fetches
+/// only its own pages), else one range per row group (a row group's column chunk is
+/// fetched whole anyway).
+pub(super) fn windows(meta: &ArrowReaderMetadata, kept: &[(usize, String)]) -> Vec<Range<usize>> {
+    let md = meta.metadata();
+    let indexed = md.num_row_groups() > 0
+        && md.row_groups().iter().all(|rg| {
+            rg.columns()
+                .iter()
+                .all(|c| c.offset_index_offset().is_some())
+        });
+    let mut bounds = Vec::new();
+    let mut end = 0usize;
+    for rg in md.row_groups() {
+        let n = usize::try_from(rg.num_rows()).unwrap_or(0);
+        if indexed {
+            let mut w = end;
+            while w + WINDOW_ROWS < end + n {
+                w += WINDOW_ROWS;
+                bounds.push(w);
+            }
+        }
+        end += n;
+        bounds.push(end);
+    }
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for b in bounds {
+        let stop = start + kept[start..].partition_point(|(row, _)| *row < b);
+        if stop > start {
+            out.push(start..stop);
+        }
+        start = stop;
+    }
+    if start < kept.len() {
+        out.push(start..kept.len());
+    }
+    out
+}
+
+/// The part's metadata with its page index (column and offset indexes), when the file has
+/// one: a row selection then fetches only the pages it needs.
+async fn with_page_index(part: &PartState) -> ApiResult<ArrowReaderMetadata> {
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let mut reader = part.reader.clone();
+    ArrowReaderMetadata::load_async(&mut reader, options)
+        .await
+        .map_err(|e| parquet_error(e, ApiError::internal))
 }
 
 /// A stream of the vector column of `kept` rows of one part (the remainder's reads).
@@ -805,40 +866,46 @@ async fn read_columns(
             format!("part {} of collection {collection}: {m}", state.file()),
         )
     };
-    let (groups, selection) = plan_rows(&state.meta, &state.kept);
-    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        state.reader.clone(),
-        state.meta.clone(),
-    )
-    .with_projection(reader::projection(&state.meta, roots))
-    .with_row_groups(groups)
-    .with_row_selection(selection)
-    .build()
-    .map_err(|e| parquet_error(e, bad))?;
-    let mut row = 0usize;
+    // A sample touches pages all over the file: read it window by window so that only
+    // one window's pages are in memory (see `windows`).
+    let meta = with_page_index(state).await?;
+    let mask = reader::projection(&meta, roots);
     let mut scratch = Vec::new();
-    while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
-        ctx.checkpoint()?;
-        let n = batch.num_rows();
-        let ids = state
-            .kept
-            .get(row..row + n)
-            .ok_or_else(|| ApiError::internal("the reader returned more rows than selected"))?;
-        if let Some(column) = vector_col {
-            append_vectors(req, &batch, column, c, ids, vectors, &mut scratch)?;
-        }
-        for (k, attr) in attrs.iter().enumerate() {
-            let values = &mut out.attributes[k];
-            match attr.as_ref().and_then(|a| attribute_values(&batch, a)) {
-                Some(v) => values.extend(v),
-                None => values.extend(std::iter::repeat_n(Vec::new(), n)),
+    let mut read = 0usize;
+    for range in windows(&meta, &state.kept) {
+        let kept = &state.kept[range];
+        let (groups, selection) = plan_rows(&meta, kept);
+        let mut stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(state.reader.clone(), meta.clone())
+                .with_projection(mask.clone())
+                .with_row_groups(groups)
+                .with_row_selection(selection)
+                .build()
+                .map_err(|e| parquet_error(e, bad))?;
+        let mut row = 0usize;
+        while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
+            ctx.checkpoint()?;
+            let n = batch.num_rows();
+            let ids = kept
+                .get(row..row + n)
+                .ok_or_else(|| ApiError::internal("the reader returned more rows than selected"))?;
+            if let Some(column) = vector_col {
+                append_vectors(req, &batch, column, c, ids, vectors, &mut scratch)?;
             }
+            for (k, attr) in attrs.iter().enumerate() {
+                let values = &mut out.attributes[k];
+                match attr.as_ref().and_then(|a| attribute_values(&batch, a)) {
+                    Some(v) => values.extend(v),
+                    None => values.extend(std::iter::repeat_n(Vec::new(), n)),
+                }
+            }
+            row += n;
         }
-        row += n;
+        read += row;
     }
-    if row != state.kept.len() {
+    if read != state.kept.len() {
         return Err(ApiError::internal(format!(
-            "selected {} rows of {} but read {row}",
+            "selected {} rows of {} but read {read}",
             state.kept.len(),
             state.file()
         )));

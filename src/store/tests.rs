@@ -791,3 +791,164 @@ fn public_futures_are_send(store: &Store, s: &Scope, r: &LoadRequest, c: &RunCon
     send(store.upload_parquet(s, "c", Bytes::new()));
     send(store.upload_documents(s, "c", Vec::new()));
 }
+
+/// Two collections: one part with an offset index and more rows than a read window (in
+/// two row groups), one part without (pyarrow's default layout), one re-upload replacing
+/// rows of the first.
+async fn remainder_fixture(store: &Store) -> usize {
+    let big = 40_000usize;
+    let names: Vec<String> = (0..big).map(|i| format!("a{i:06}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let rows: Vec<Option<Vec<f32>>> = (0..big).map(|i| Some(vec![i as f32, 1.0])).collect();
+    put_raw(
+        store,
+        "a",
+        "part-1.parquet",
+        parquet(
+            vec![
+                ("document_id", ids(&refs)),
+                ("embedding", fixed_f32(&rows, 2)),
+            ],
+            Some(25_000),
+        ),
+    )
+    .await;
+    // Re-uploaded documents: the later part wins.
+    put_raw(
+        store,
+        "a",
+        "part-2.parquet",
+        parquet(
+            vec![
+                ("document_id", ids(&["a000003", "a039999"])),
+                (
+                    "embedding",
+                    fixed_f32(&[Some(vec![-3.0, 2.0]), Some(vec![-4.0, 2.0])], 2),
+                ),
+            ],
+            None,
+        ),
+    )
+    .await;
+    let small: Vec<String> = (0..500).map(|i| format!("b{i:04}")).collect();
+    let refs: Vec<&str> = small.iter().map(String::as_str).collect();
+    let rows: Vec<Option<Vec<f32>>> = (0..500).map(|i| Some(vec![i as f32, 3.0])).collect();
+    let props = WriterProperties::builder()
+        .set_offset_index_disabled(true)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+        .build();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("document_id", ids(&refs)),
+        ("embedding", fixed_f32(&rows, 2)),
+    ])
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    put_raw(store, "b", "part-1.parquet", Bytes::from(buf)).await;
+    big + 500
+}
+
+/// The vector a remainder fixture document must come back with.
+fn remainder_vector(id: &str) -> Vec<f32> {
+    let n: f32 = id[1..].parse().unwrap();
+    match id {
+        "a000003" => vec![-3.0, 2.0],
+        "a039999" => vec![-4.0, 2.0],
+        _ if id.starts_with('a') => vec![n, 1.0],
+        _ => vec![n, 3.0],
+    }
+}
+
+#[tokio::test]
+async fn the_remainder_of_a_sample_streams_every_other_document_once_in_bounded_batches() {
+    let store = temp_store("remainder");
+    let s = scope();
+    let total = remainder_fixture(&store).await;
+    let mut r = req(&["a", "b"], Some("embedding"));
+    r.sample_size = Some(1_000);
+    r.seed = 11;
+    let (loaded, rest) = store
+        .load_with_remainder(&s, &r, true, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(loaded.document_ids.len(), 1_000);
+    assert_eq!(loaded.total_documents, total);
+    let mut rest = rest.expect("a sample leaves documents out");
+    assert_eq!(rest.remaining(), total - 1_000);
+
+    let mut seen: std::collections::HashSet<String> = loaded.document_ids.iter().cloned().collect();
+    let vectors = loaded.vectors.as_ref().unwrap();
+    for (i, id) in loaded.document_ids.iter().enumerate() {
+        assert_eq!(vectors.row(i), remainder_vector(id).as_slice(), "{id}");
+    }
+    let mut batches = 0;
+    while let Some(b) = rest.next_batch(3_000, &ctx()).await.unwrap() {
+        batches += 1;
+        // At least what was asked unless the end came; a reader batch may overshoot.
+        assert!(
+            b.document_ids.len() <= 3_000 + 1_024,
+            "{}",
+            b.document_ids.len()
+        );
+        assert_eq!(b.vectors.rows(), b.document_ids.len());
+        assert_eq!(b.collection_index.len(), b.document_ids.len());
+        for (i, id) in b.document_ids.iter().enumerate() {
+            assert_eq!(b.vectors.row(i), remainder_vector(id).as_slice(), "{id}");
+            let want = u32::from(id.starts_with('b'));
+            assert_eq!(b.collection_index[i], want, "{id}");
+            assert!(seen.insert(id.clone()), "{id} came twice");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        total,
+        "every document, sampled or not, exactly once"
+    );
+    assert!(batches >= (total - 1_000) / (3_000 + 1_024));
+    assert_eq!(rest.remaining(), 0);
+}
+
+#[test]
+fn windows_cut_indexed_parts_by_file_rows_and_the_others_by_row_group() {
+    let kept: Vec<(usize, String)> = [0, 5, 16_383, 16_384, 20_000, 24_999, 25_000, 39_999]
+        .into_iter()
+        .map(|r| (r, String::new()))
+        .collect();
+    let mk = |offset_index: bool| {
+        let rows: Vec<Option<Vec<f32>>> = (0..40_000).map(|i| Some(vec![i as f32])).collect();
+        let names: Vec<String> = (0..40_000).map(|i| format!("d{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("document_id", ids(&refs)),
+            ("embedding", fixed_f32(&rows, 1)),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(25_000))
+            .set_offset_index_disabled(!offset_index)
+            .set_statistics_enabled(if offset_index {
+                parquet::file::properties::EnabledStatistics::Page
+            } else {
+                parquet::file::properties::EnabledStatistics::Chunk
+            })
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+            &Bytes::from(buf),
+            Default::default(),
+        )
+        .unwrap()
+    };
+    // Indexed: windows at 16384 within the first group (0..25000), then 25000..40000.
+    assert_eq!(
+        super::load::windows(&mk(true), &kept),
+        vec![0..3, 3..6, 6..8]
+    );
+    // Not indexed: one range per row group.
+    assert_eq!(super::load::windows(&mk(false), &kept), vec![0..6, 6..8]);
+}
