@@ -32,7 +32,7 @@ run() {  # $1: label, $2: sample_size JSON
       \"feature_vector\": {\"vector_name\": \"embedding\"}, \"normalize_features\": true}}")
   local t1; t1=$(date +%s.%N)
   local peak; peak=$(awk '/VmHWM/{print $2}' /proc/$PID/status)
-  local placed; placed=$(python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('placed_documents') or 0)" "$out")
+  local placed; placed=$(printf '%s' "$out" | python3 -c "import json,sys; print(json.load(sys.stdin).get('placed_documents') or 0)")
   printf '| %s | %d×%d | %s | %s | %.2f | %d | %d |\n' "$1" "$N" "$D" "$2" "$placed" \
     "$(echo "$t1 - $t0" | bc)" $((peak / 1024)) $(((peak - base) / 1024))
   kill $PID; wait $PID 2>/dev/null || true
