@@ -12,51 +12,39 @@ use tonic::Code;
 use crate::harness::*;
 use clusterd::api::grpc::pb;
 
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+/// One column of every batch, as its concrete array type.
+fn arrays<A: Array + Clone + 'static>(batches: &[RecordBatch], column: &str) -> Vec<A> {
     batches
         .iter()
-        .flat_map(|b| {
-            let s = b
-                .column_by_name(column)
+        .map(|b| {
+            b.column_by_name(column)
                 .expect("column")
                 .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("utf8")
-                .clone();
-            (0..s.len()).map(move |i| s.value(i).to_owned())
+                .downcast_ref::<A>()
+                .expect("column type")
+                .clone()
         })
+        .collect()
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    arrays::<StringArray>(batches, column)
+        .iter()
+        .flat_map(|a| a.iter().map(|v| v.expect("no nulls").to_owned()))
         .collect()
 }
 
 fn floats(batches: &[RecordBatch], column: &str) -> Vec<Option<f32>> {
-    batches
+    arrays::<Float32Array>(batches, column)
         .iter()
-        .flat_map(|b| {
-            let a = b
-                .column_by_name(column)
-                .expect("column")
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .expect("f32")
-                .clone();
-            (0..a.len()).map(move |i| (!a.is_null(i)).then(|| a.value(i)))
-        })
+        .flat_map(|a| a.iter().collect::<Vec<_>>())
         .collect()
 }
 
 fn bools(batches: &[RecordBatch], column: &str) -> Vec<bool> {
-    batches
+    arrays::<BooleanArray>(batches, column)
         .iter()
-        .flat_map(|b| {
-            let a = b
-                .column_by_name(column)
-                .expect("column")
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .expect("bool")
-                .clone();
-            (0..a.len()).map(move |i| a.value(i))
-        })
+        .flat_map(|a| a.iter().map(|v| v.expect("no nulls")).collect::<Vec<_>>())
         .collect()
 }
 
