@@ -214,18 +214,9 @@ async fn a_sampled_dbscan_run_places_documents_within_a_core_radius_or_as_noise(
         .into_iter()
         .map(|v| v.expect("vector"))
         .collect();
-    let radius: Vec<f64> = cores
+    let radius: Vec<f64> = arrays::<Float64Array>(&cores, "radius")
         .iter()
-        .flat_map(|b| {
-            let a = b
-                .column_by_name("radius")
-                .expect("radius")
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .expect("f64")
-                .clone();
-            (0..a.len()).map(move |i| a.value(i))
-        })
+        .flat_map(|a| a.values().to_vec())
         .collect();
     assert!(!core_vectors.is_empty());
     assert!(
