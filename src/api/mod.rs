@@ -18,6 +18,10 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Largest upload (Parquet body, or a whole gRPC upsert stream).
     pub max_upload_bytes: usize,
+    /// A request still unanswered after this is abandoned (its run cancelled): REST
+    /// answers 504 `deadline_exceeded`; gRPC applies it like a client's `grpc-timeout`
+    /// (tonic answers CANCELLED), and a client's own shorter deadline always holds.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -25,8 +29,28 @@ impl Default for Limits {
         Limits {
             max_json_bytes: 8 << 20,
             max_upload_bytes: 1 << 30,
+            request_timeout: None,
         }
     }
+}
+
+/// A unary execute, as both transports serve it. The run computes in a task of its own,
+/// so that when the caller goes away (a client that disconnects, a deadline that passes)
+/// and drops this future, the guard cancels the run and the task still sees it to its
+/// end: the run stops at its next checkpoint and is recorded `cancelled`, rather than left
+/// `running` by a future dropped halfway through.
+pub(crate) async fn execute_unary(
+    state: &AppState,
+    caller: crate::model::Caller,
+    req: crate::model::ExecuteRequest,
+) -> crate::model::ApiResult<crate::model::ExecuteResponse> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    let ctx = crate::model::RunContext::new(0, crate::model::DeviceKind::Cpu).with_cancel(cancel);
+    let engine = Arc::clone(&state.engine);
+    tokio::spawn(async move { engine.execute(&caller, req, ctx).await })
+        .await
+        .map_err(crate::model::ApiError::internal)?
 }
 
 /// What both transports share.

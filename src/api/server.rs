@@ -97,7 +97,11 @@ pub async fn serve(
     .max_encoding_message_size(usize::MAX);
 
     let grpc_shutdown = shutdown.clone();
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(limit) = state.limits.request_timeout {
+        builder = builder.timeout(limit);
+    }
+    let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

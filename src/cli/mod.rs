@@ -65,6 +65,18 @@ struct ServeArgs {
     /// Most members returned inline with include_members.
     #[arg(long, env = "CLUSTERD_MAX_MEMBERS", default_value_t = 100_000)]
     max_members: usize,
+    /// Most documents one run may load (after sample_size); 0: no limit.
+    #[arg(long, env = "CLUSTERD_MAX_DOCUMENTS", default_value_t = 50_000_000)]
+    max_documents: usize,
+    /// Most memory one run may need by its estimate (documents × dimension × 8 bytes + 96
+    /// bytes per document): bytes, or a number with K, M, G or T (binary units); `auto`
+    /// is half of this machine's memory; 0: no limit.
+    #[arg(long, env = "CLUSTERD_MAX_RUN_MEMORY", default_value = "auto")]
+    max_run_memory: String,
+    /// Seconds a request may take before it is abandoned and its run cancelled (REST: 504
+    /// deadline_exceeded; gRPC: also any shorter client deadline); 0: no limit.
+    #[arg(long, env = "CLUSTERD_REQUEST_TIMEOUT_S", default_value_t = 3600.0)]
+    request_timeout_s: f64,
     /// Runs computing at once.
     #[arg(long, env = "CLUSTERD_MAX_CONCURRENT_RUNS", default_value_t = 2)]
     max_concurrent_runs: usize,
@@ -193,6 +205,11 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             Authenticator::Development
         }
     };
+    if !(args.request_timeout_s.is_finite() && args.request_timeout_s >= 0.0) {
+        return Err(
+            "--request-timeout-s must be 0 (no limit) or a positive number of seconds".to_owned(),
+        );
+    }
     let labeling = labeling_provider(&args)?;
     if let Provider::OpenAi(c) = &labeling {
         tracing::info!(base_url = %c.base_url, model = %c.default_model,
@@ -216,6 +233,8 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             device: args.device,
             labeling,
             stale_after: Duration::from_secs(args.run_stale_after_s.max(1)),
+            max_documents: (args.max_documents > 0).then_some(args.max_documents),
+            max_run_bytes: run_memory_limit(&args.max_run_memory)?,
             retention: RetentionPolicy {
                 max_age: args.retention_max_age,
                 max_runs: args
@@ -235,6 +254,8 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         limits: Limits {
             max_json_bytes: args.max_json_bytes,
             max_upload_bytes: args.max_upload_bytes,
+            request_timeout: (args.request_timeout_s > 0.0)
+                .then(|| Duration::from_secs_f64(args.request_timeout_s)),
         },
     };
     runtime.block_on(async move {
@@ -303,5 +324,71 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `--max-run-memory`: `auto` (half the machine's memory, none where it cannot be read),
+/// `0` (no limit), bytes, or a number with a binary unit (`16G`, `512M`, `1.5T`).
+fn run_memory_limit(value: &str) -> Result<Option<u64>, String> {
+    let bad = || {
+        format!(
+            "--max-run-memory must be auto, 0, a number of bytes, or a number with K, M, G \
+             or T; got {value:?}"
+        )
+    };
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("auto") {
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        });
+        return Ok(total.map(|kib| kib * 1024 / 2));
+    }
+    let (number, shift) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&v[..i], shift)
+        }
+        _ => (v, 0),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(bad());
+    }
+    let bytes = n * (1u64 << shift) as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok((bytes >= 1.0).then_some(bytes as u64))
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::run_memory_limit;
+
+    #[test]
+    fn run_memory_limits_read_units_auto_and_zero() {
+        assert_eq!(run_memory_limit("16G"), Ok(Some(16 << 30)));
+        assert_eq!(run_memory_limit("512m"), Ok(Some(512 << 20)));
+        assert_eq!(run_memory_limit("1.5K"), Ok(Some(1536)));
+        assert_eq!(run_memory_limit("1000"), Ok(Some(1000)));
+        assert_eq!(run_memory_limit("0"), Ok(None));
+        assert!(run_memory_limit("auto").is_ok());
+        for bad in ["", "-1G", "12Q", "lots", "1e400", "NaNG"] {
+            assert!(run_memory_limit(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use crate::model::{
     RunRequestRecord, RunState, RunStatus, RunView, Scope,
 };
 use crate::store::{
-    CorePointsArtifact, LoadRequest, LoadedDocuments, Remainder, SampleArtifact, Store,
+    CorePointsArtifact, LoadLimits, LoadRequest, LoadedDocuments, Remainder, SampleArtifact, Store,
 };
 
 pub use admission::Admission;
@@ -62,6 +62,11 @@ pub struct EngineConfig {
     /// server: start-up marks it `failed: interrupted`. Several servers may share one
     /// store, so a live one's runs must stay fresher than this (heartbeat every 5 s).
     pub stale_after: std::time::Duration,
+    /// Most documents one run may load (after sampling); above it: 413 on `sample_size`.
+    pub max_documents: Option<usize>,
+    /// Most memory one run may need by the estimate of `store::LoadLimits`; above it: 413
+    /// on `sample_size`, saying how much it needs.
+    pub max_run_bytes: Option<u64>,
     /// Which finished runs the server removes, and how often it looks.
     pub retention: RetentionPolicy,
 }
@@ -76,6 +81,8 @@ impl Default for EngineConfig {
             metrics: MetricsOptions::default(),
             labeling: Provider::Offline,
             stale_after: STALE_AFTER,
+            max_documents: None,
+            max_run_bytes: None,
             retention: RetentionPolicy::default(),
         }
     }
@@ -105,6 +112,10 @@ pub struct Engine {
     models: placement::ModelCache,
     retention: Retention,
 }
+
+/// Bytes a run holds per vector value: the loaded f32 vectors and one working copy (the
+/// k-means centring copy, a GPU upload staging, the metrics' norms and blocks are smaller).
+const RUN_BYTES_PER_VALUE: u64 = 8;
 
 /// How long `cancel` waits for the run to reach a checkpoint and record itself cancelled
 /// before answering "cancelling" (algorithms check at least about once a second).
@@ -514,6 +525,11 @@ impl Engine {
                     seed: ctx.seed,
                     document_ids: None,
                     document_ids_field: String::new(),
+                    limits: LoadLimits {
+                        max_documents: self.config.max_documents,
+                        max_bytes: self.config.max_run_bytes,
+                        bytes_per_value: RUN_BYTES_PER_VALUE,
+                    },
                 },
                 keep_remainder,
                 ctx,

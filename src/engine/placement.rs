@@ -15,7 +15,7 @@ use crate::model::{
     ApiError, ApiResult, AssignInput, AssignResponse, Assignment, DeviceKind, MAX_ASSIGN_ITEMS,
     Matrix, PlacementRecord, ProgressEvent, RunContext, Scope,
 };
-use crate::store::{LoadRequest, Remainder, RemainderBatch};
+use crate::store::{LoadLimits, LoadRequest, Remainder, RemainderBatch};
 
 use super::result::{Placed, Rendered};
 use super::{Engine, normalize_rows};
@@ -415,6 +415,8 @@ impl Engine {
                     seed: 0,
                     document_ids: Some(document_ids.to_vec()),
                     document_ids_field: "document_ids".to_owned(),
+                    // At most MAX_ASSIGN_ITEMS documents: nothing to bound here.
+                    limits: LoadLimits::default(),
                 },
                 &ctx,
             )

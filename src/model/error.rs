@@ -15,6 +15,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     RateLimited,
     Unimplemented,
+    DeadlineExceeded,
     Cancelled,
     Internal,
 }
@@ -31,6 +32,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
         }

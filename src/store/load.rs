@@ -174,6 +174,12 @@ impl Store {
         }
 
         let selected: usize = states.iter().map(|s| s.kept.len()).sum();
+        if let Some(column) = &req.vector_column {
+            let dimension = vector_dimension(&states, column).await?;
+            req.limits.check(selected, dimension)?;
+        } else {
+            req.limits.check(selected, 0)?;
+        }
         let mut out = LoadedDocuments {
             document_ids: Vec::with_capacity(selected),
             collection_index: Vec::with_capacity(selected),
@@ -464,6 +470,26 @@ fn open_rows(
                 )
             })
         })
+}
+
+/// The dimension of the vector column, from the first part's schema (fixed-size lists)
+/// or its first value (lists): what the memory estimate needs before any vector is read.
+async fn vector_dimension(states: &[PartState], column: &str) -> ApiResult<usize> {
+    for s in states.iter().filter(|s| !s.kept.is_empty()) {
+        let Ok(field) = s.meta.schema().field_with_name(column) else {
+            continue;
+        };
+        if let Some(d) = vector_type(field.data_type()).and_then(|t| t.fixed_dim) {
+            return Ok(d);
+        }
+        if let Some(d) = reader::first_list_length(s.reader.clone(), &s.meta, column)
+            .await
+            .map_err(|e| parquet_error(e, ApiError::internal))?
+        {
+            return Ok(d);
+        }
+    }
+    Ok(0)
 }
 
 /// Keep only the wanted documents; every one of them must be there.

@@ -91,6 +91,81 @@ pub struct LoadRequest {
     /// the error names `{document_ids_field}[i]` for a missing one.
     pub document_ids: Option<Vec<String>>,
     pub document_ids_field: String,
+    /// Checked once the documents to load are known, before any vector is read.
+    pub limits: LoadLimits,
+}
+
+/// What one run may load. The memory estimate is `documents × (dimension ×
+/// bytes_per_value + PER_DOCUMENT_BYTES)`: the engine says how many bytes per vector
+/// value its run holds (copies included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadLimits {
+    pub max_documents: Option<usize>,
+    pub max_bytes: Option<u64>,
+    pub bytes_per_value: u64,
+}
+
+/// Bytes a run holds per document besides its vector: its id, collection index, label,
+/// distance, membership and ranking entries.
+pub const PER_DOCUMENT_BYTES: u64 = 96;
+
+impl LoadLimits {
+    /// The estimated bytes of a run over `documents` vectors of `dimension` values.
+    pub fn estimate(&self, documents: usize, dimension: usize) -> u64 {
+        (documents as u64).saturating_mul(
+            (dimension as u64)
+                .saturating_mul(self.bytes_per_value)
+                .saturating_add(PER_DOCUMENT_BYTES),
+        )
+    }
+
+    /// Refuse a run above a limit, naming `sample_size` (the cure) and what it needs.
+    pub fn check(&self, documents: usize, dimension: usize) -> ApiResult<()> {
+        if let Some(max) = self.max_documents
+            && documents > max
+        {
+            return Err(ApiError::payload_too_large(
+                Some("sample_size"),
+                format!(
+                    "the run would load {documents} documents, above the limit of {max} per \
+                     run; set sample_size to at most {max}"
+                ),
+            ));
+        }
+        let needed = self.estimate(documents, dimension);
+        if let Some(max) = self.max_bytes
+            && needed > max
+        {
+            let per = self.estimate(1, dimension).max(1);
+            return Err(ApiError::payload_too_large(
+                Some("sample_size"),
+                format!(
+                    "the run needs about {} ({documents} documents × {dimension} dimensions), \
+                     above the limit of {} per run; set sample_size to at most {}",
+                    human_bytes(needed),
+                    human_bytes(max),
+                    max / per
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `1.5 GiB`, `320.0 MiB`: sizes in messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,7 @@ fn req(ids: &[&str], vector: Option<&str>) -> LoadRequest {
         seed: 0,
         document_ids: None,
         document_ids_field: "document_ids".to_owned(),
+        limits: LoadLimits::default(),
     }
 }
 
@@ -951,4 +952,49 @@ fn windows_cut_indexed_parts_by_file_rows_and_the_others_by_row_group() {
     );
     // Not indexed: one range per row group.
     assert_eq!(super::load::windows(&mk(false), &kept), vec![0..6, 6..8]);
+}
+
+#[tokio::test]
+async fn a_run_above_its_limits_is_refused_before_reading_vectors_naming_sample_size() {
+    let store = temp_store("limits");
+    let s = scope();
+    hundred(&store, &s).await;
+    let mut r = req(&["big"], Some("embedding"));
+    r.limits = LoadLimits {
+        max_documents: Some(40),
+        max_bytes: None,
+        bytes_per_value: 8,
+    };
+    let e = store.load(&s, &r, &ctx()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::PayloadTooLarge);
+    assert_eq!(e.field.as_deref(), Some("sample_size"));
+    assert!(
+        e.message.contains("100 documents") && e.message.contains("at most 40"),
+        "{}",
+        e.message
+    );
+    r.sample_size = Some(40);
+    assert_eq!(
+        store.load(&s, &r, &ctx()).await.unwrap().document_ids.len(),
+        40
+    );
+
+    // The memory estimate: 100 documents of 2 values at 8 bytes + 96 bytes each = 11 200.
+    r.sample_size = None;
+    r.limits = LoadLimits {
+        max_documents: None,
+        max_bytes: Some(10_000),
+        bytes_per_value: 8,
+    };
+    assert_eq!(r.limits.estimate(100, 2), 11_200);
+    let e = store.load(&s, &r, &ctx()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::PayloadTooLarge);
+    assert_eq!(e.field.as_deref(), Some("sample_size"));
+    assert!(
+        e.message.contains("10.9 KiB") && e.message.contains("at most 89"),
+        "{}",
+        e.message
+    );
+    r.sample_size = Some(89);
+    assert!(store.load(&s, &r, &ctx()).await.is_ok());
 }

@@ -15,6 +15,7 @@ mod harness;
 mod housekeeping;
 mod labelling;
 mod lifecycle;
+mod limits;
 mod placement;
 mod runs;
 mod s3;

@@ -4,7 +4,6 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::pb::cluster_service_server::ClusterService;
@@ -13,8 +12,7 @@ use crate::api::streaming::{self, ArtifactPiece, StreamItem};
 use crate::api::{AppState, member_cluster, member_offset, page_limit};
 use crate::engine::CancelOutcome;
 use crate::model::{
-    ApiResult, AssignInput, Caller, DeviceKind, ExecuteRequest, ProgressEvent, RunContext,
-    RunState, Scope, validate_name,
+    ApiResult, AssignInput, Caller, ExecuteRequest, ProgressEvent, RunState, Scope, validate_name,
 };
 
 pub struct ClusterApi {
@@ -237,15 +235,7 @@ impl ClusterService for ClusterApi {
                 "use ExecuteStream, or GetArtifact after this call",
             )));
         }
-        // A client that goes away drops this future; the guard then cancels the run at
-        // its next checkpoint instead of letting it compute for nobody.
-        let cancel = CancellationToken::new();
-        let _guard = cancel.clone().drop_guard();
-        let ctx = RunContext::new(0, DeviceKind::Cpu).with_cancel(cancel);
-        let response = self
-            .state
-            .engine
-            .execute(&caller, req, ctx)
+        let response = crate::api::execute_unary(&self.state, caller, req)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::execute_response(response)))

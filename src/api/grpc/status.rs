@@ -15,6 +15,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::Conflict => Code::FailedPrecondition,
         ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorCode::Cancelled => Code::Cancelled,
         ErrorCode::Internal => Code::Internal,
     }

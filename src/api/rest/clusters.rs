@@ -10,13 +10,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 use super::dto::ExecuteBody;
 use super::{RestError, RestResult, caller, error_body, header, parse_json, read_body};
 use crate::api::AppState;
 use crate::api::streaming::{self, StreamItem};
-use crate::model::{DeviceKind, ExecuteInput, RunContext};
+use crate::model::ExecuteInput;
 
 pub async fn execute(
     State(state): State<AppState>,
@@ -36,11 +35,7 @@ pub async fn execute(
         )
         .into());
     }
-    // A client that disconnects drops this future; the guard cancels the run.
-    let cancel = CancellationToken::new();
-    let _guard = cancel.clone().drop_guard();
-    let ctx = RunContext::new(0, DeviceKind::Cpu).with_cancel(cancel);
-    let response = state.engine.execute(&caller, req, ctx).await?;
+    let response = crate::api::execute_unary(&state, caller, req).await?;
     Ok(Json(response).into_response())
 }
 

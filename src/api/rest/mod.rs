@@ -54,7 +54,37 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // We read bodies ourselves under our limits (`read_body`).
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
         .with_state(state)
+}
+
+/// `--request-timeout-s`: a request whose answer has not started by then is answered 504
+/// `deadline_exceeded`; dropping the handler cancels its run (the execute handlers hold a
+/// cancel-on-drop guard). A stream that has started (SSE) is not cut.
+async fn deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(limit) = state.limits.request_timeout else {
+        return next.run(req).await;
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => RestError(ApiError::new(
+            ErrorCode::DeadlineExceeded,
+            None,
+            format!(
+                "the request did not finish within {} s (the server's request timeout); \
+                 run long clusterings with POST /v1/clusters/submit",
+                limit.as_secs_f64()
+            ),
+        ))
+        .into_response(),
+    }
 }
 
 async fn healthz() -> Response {
@@ -87,6 +117,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         // nginx's "client closed request": there is no standard code for it.
         ErrorCode::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
