@@ -238,7 +238,7 @@ fn grpc_answer<T>(
     }
 }
 
-/// A REST answer; list bodies reduced to their ids.
+/// A REST answer; a list body reduced to its ids.
 fn rest_answer((status, body): (u16, Value), list: Option<(&str, &str)>) -> Answer {
     let body = match list {
         Some((items, id)) if status == 200 => json!({"ids": ids(&body[items], id)}),
@@ -275,8 +275,8 @@ fn kmeans_body(collection: &str, n_clusters: u64) -> Value {
     })
 }
 
-/// A request with a raw body and optional `Accept: text/event-stream`: the status, and the
-/// body as JSON, as `{"bytes": n}` for a download, or `{"events": text}` for a stream.
+/// A request with optional `Accept: text/event-stream`: the status, the raw body and its
+/// content type ([`raw_answer`] reads them).
 async fn rest_raw(
     server: &TestServer,
     who_key: &str,
