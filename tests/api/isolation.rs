@@ -307,6 +307,7 @@ async fn rest_raw(
     (status, resp.bytes().await.expect("body"), content_type)
 }
 
+/// A JSON body as it is, an event stream through [`sse_body`], a download as `{"bytes": n}`.
 fn raw_answer((status, bytes, content_type): (u16, bytes::Bytes, String)) -> Answer {
     let body = if content_type.starts_with("application/json") {
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
