@@ -24,6 +24,8 @@ use serde_json::Value;
 
 pub const KEY_A: &str = "sk_test_org_a_key";
 pub const KEY_B: &str = "sk_test_org_b_key";
+/// Organisation A again, in namespace `staging` only (tests/api/isolation.rs).
+pub const KEY_A_STAGING: &str = "sk_test_org_a_staging_key";
 pub const ORG_A: &str = "int_org_a";
 pub const NS: &str = "production";
 
@@ -37,6 +39,11 @@ namespaces = ["production"]
 key = "sk_test_org_b_key"
 org = "int_org_b"
 namespaces = ["*"]
+
+[[keys]]
+key = "sk_test_org_a_staging_key"
+org = "int_org_a"
+namespaces = ["staging"]
 "#;
 
 pub fn bin() -> &'static str {

@@ -13,6 +13,7 @@ mod gpu;
 mod grpcurl;
 mod harness;
 mod housekeeping;
+mod isolation;
 mod labelling;
 mod lifecycle;
 mod limits;
