@@ -98,6 +98,10 @@ pub async fn serve(
 
     let grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_message_is_payload_too_large::<tonic::body::Body>
+                as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -122,4 +126,27 @@ pub async fn serve(
     g?;
     h?;
     Ok(())
+}
+
+/// tonic refuses a message above `max_decoding_message_size` before any handler runs, as
+/// OUT_OF_RANGE without our metadata; the error table answers an oversized request with
+/// RESOURCE_EXHAUSTED and `payload_too_large`, as REST answers 413. Our own errors never
+/// map to OUT_OF_RANGE (`grpc::status::grpc_code`), so only tonic's limit is rewritten.
+fn oversized_message_is_payload_too_large<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers_mut();
+    let out_of_range = tonic::Code::OutOfRange as i32;
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == out_of_range.to_string().as_bytes())
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+        headers.insert(
+            "x-error-code",
+            http::HeaderValue::from_static("payload_too_large"),
+        );
+    }
+    resp
 }
