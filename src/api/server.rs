@@ -99,7 +99,7 @@ pub async fn serve(
     let grpc_shutdown = shutdown.clone();
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
-            oversized_message_is_payload_too_large::<tonic::body::Body>
+            tonic_refusals_in_our_terms::<tonic::body::Body>
                 as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
         ))
         .add_service(health_service)
@@ -128,25 +128,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// tonic refuses a message above `max_decoding_message_size` before any handler runs, as
-/// OUT_OF_RANGE without our metadata; the error table answers an oversized request with
-/// RESOURCE_EXHAUSTED and `payload_too_large`, as REST answers 413. Our own errors never
-/// map to OUT_OF_RANGE (`grpc::status::grpc_code`), so only tonic's limit is rewritten.
-fn oversized_message_is_payload_too_large<B>(mut resp: http::Response<B>) -> http::Response<B> {
+/// tonic answers some requests itself, before any handler runs and without our metadata: a
+/// message above `max_decoding_message_size` (OUT_OF_RANGE), and a unary call without a
+/// message or with a malformed frame (INTERNAL, "Missing request message."). Both are the
+/// caller's doing, so they get the error table's answers: RESOURCE_EXHAUSTED with
+/// `payload_too_large` (as REST answers 413), and INVALID_ARGUMENT with `invalid_request`.
+/// Every error of ours carries `x-error-code` (`grpc::status::to_status`), so only tonic's
+/// own refusals are rewritten.
+fn tonic_refusals_in_our_terms<B>(mut resp: http::Response<B>) -> http::Response<B> {
     let headers = resp.headers_mut();
-    let out_of_range = tonic::Code::OutOfRange as i32;
-    if headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == out_of_range.to_string().as_bytes())
-    {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
-        headers.insert(
-            "x-error-code",
-            http::HeaderValue::from_static("payload_too_large"),
-        );
+    if headers.contains_key("x-error-code") {
+        return resp;
     }
+    let status = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32);
+    let (code, error_code) = match status {
+        Some(tonic::Code::OutOfRange) => (tonic::Code::ResourceExhausted, "payload_too_large"),
+        Some(tonic::Code::Internal) => (tonic::Code::InvalidArgument, "invalid_request"),
+        _ => return resp,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    headers.insert("x-error-code", http::HeaderValue::from_static(error_code));
     resp
 }

@@ -1300,7 +1300,7 @@ async fn hostile_grpc_requests_get_the_error_table_answer_and_leave_nothing_behi
             document_ids: document_ids.into_iter().map(str::to_owned).collect(),
         }
     };
-    let others: Vec<(GrpcRow, Result<(), tonic::Status>)> = vec![
+    let mut others: Vec<(GrpcRow, Result<(), tonic::Status>)> = vec![
         (
             r(
                 "members offset -1",
@@ -1453,10 +1453,42 @@ async fn hostile_grpc_requests_get_the_error_table_answer_and_leave_nothing_behi
                 .map(|_| ()),
         ),
     ];
+    others.push((
+        r(
+            "a unary call without a message",
+            Code::InvalidArgument,
+            "invalid_request",
+            None,
+        ),
+        execute_without_a_message(&server).await,
+    ));
     for (row, result) in others {
         assert_status(&row, result);
         assert_unharmed(&server, &before, row.name).await;
         rows += 1;
     }
     assert!(rows >= 30, "{rows} rows");
+}
+
+/// Execute called as a client stream that ends before its one message (a client that hangs
+/// up half-way, or a hand-made frame).
+async fn execute_without_a_message(server: &TestServer) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/clusterd.v1.ClusterService/Execute");
+    let codec = tonic_prost::ProstCodec::<
+        pb::ExecuteClusteringRequest,
+        pb::ExecuteClusteringResponse,
+    >::default();
+    grpc.client_streaming(
+        authed(
+            futures::stream::empty::<pb::ExecuteClusteringRequest>(),
+            KEY_A,
+            NS,
+        ),
+        path,
+        codec,
+    )
+    .await
+    .map(|_| ())
 }
