@@ -102,6 +102,10 @@ pub async fn serve(
         builder = builder.timeout(limit);
     }
     let grpc = builder
+        .layer(tower::util::MapResponseLayer::new(
+            tonic_refusals_in_our_terms::<tonic::body::Body>
+                as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -126,4 +130,31 @@ pub async fn serve(
     g?;
     h?;
     Ok(())
+}
+
+/// tonic answers some requests itself, before any handler runs and without our metadata: a
+/// message above `max_decoding_message_size` (OUT_OF_RANGE), and a unary call without a
+/// message or with a malformed frame (INTERNAL, "Missing request message."). Both are the
+/// caller's doing, so they get the error table's answers: RESOURCE_EXHAUSTED with
+/// `payload_too_large` (as REST answers 413), and INVALID_ARGUMENT with `invalid_request`.
+/// Every error of ours carries `x-error-code` (`grpc::status::to_status`), so only tonic's
+/// own refusals are rewritten.
+fn tonic_refusals_in_our_terms<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers_mut();
+    if headers.contains_key("x-error-code") {
+        return resp;
+    }
+    let status = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32);
+    let (code, error_code) = match status {
+        Some(tonic::Code::OutOfRange) => (tonic::Code::ResourceExhausted, "payload_too_large"),
+        Some(tonic::Code::Internal) => (tonic::Code::InvalidArgument, "invalid_request"),
+        _ => return resp,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    headers.insert("x-error-code", http::HeaderValue::from_static(error_code));
+    resp
 }

@@ -12,6 +12,7 @@ mod execute;
 mod gpu;
 mod grpcurl;
 mod harness;
+mod hostile;
 mod housekeeping;
 mod isolation;
 mod labelling;

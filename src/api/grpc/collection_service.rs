@@ -33,11 +33,18 @@ impl CollectionApi {
         let mut documents: Vec<DocumentRecord> = Vec::new();
         let mut parquet: Vec<u8> = Vec::new();
         let mut received = 0usize;
-        while let Some(message) = stream
-            .message()
-            .await
-            .map_err(|s| ApiError::invalid_request("stream", s.message().to_owned()))?
-        {
+        while let Some(message) = stream.message().await.map_err(|s| match s.code() {
+            // tonic's per-message limit (max_decoding_message_size): too large, not
+            // malformed.
+            tonic::Code::OutOfRange => ApiError::payload_too_large(
+                None,
+                format!(
+                    "an upload message exceeds the limit of {} bytes",
+                    max_bytes.min(64 << 20)
+                ),
+            ),
+            _ => ApiError::invalid_request("stream", s.message().to_owned()),
+        })? {
             received = received.saturating_add(message.encoded_len());
             if received > max_bytes {
                 return Err(ApiError::payload_too_large(

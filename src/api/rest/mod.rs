@@ -203,6 +203,16 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<b
 
 /// Parse JSON, naming the failing field (`config.algorithm_params`, `sample_size`, ...).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // serde's derived structs also accept a JSON array of their fields in order, so
+    // `[["c"], {...}]` would run as an execute and a stray `[[[` would be answered about a
+    // field "[0][0]". Every body of this API is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            None,
+            "the body must be a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
