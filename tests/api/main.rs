@@ -19,3 +19,4 @@ mod placement;
 mod runs;
 mod s3;
 mod streaming;
+mod tls;
