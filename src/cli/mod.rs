@@ -32,7 +32,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
-    Serve(ServeArgs),
+    // Boxed: the serve flags dwarf the other subcommand's.
+    Serve(Box<ServeArgs>),
     /// Write an example collection (Parquet) for the quickstart and tests.
     ExampleData(example_data::ExampleArgs),
 }
@@ -154,7 +155,7 @@ fn labeling_provider(args: &ServeArgs) -> Result<Provider, String> {
 pub fn run() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
         Command::ExampleData(args) => example_data::write(&args),
     }
 }
