@@ -227,6 +227,36 @@ namespaces = ["*"]
     }
 
     #[test]
+    fn a_key_differing_only_in_its_last_byte_or_cut_short_is_rejected() {
+        let a = Authenticator::from_toml(FILE).unwrap();
+        for near_miss in [
+            "sk_test_xyz78",
+            "sk_test_xyz780",
+            "sk_test_xyz7890",
+            "sk_test",
+        ] {
+            let e = a
+                .authenticate(Some(&format!("Bearer {near_miss}")), Some("production"))
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthenticated, "{near_miss:?}");
+        }
+        // The comparison itself, below the header parsing (which trims whitespace).
+        let Authenticator::Keys(keys) = &a else {
+            panic!("keys expected")
+        };
+        assert!(find_key(keys, b"sk_test_xyz789").is_some());
+        for near_miss in [
+            &b"sk_test_xyz78"[..],
+            b"sk_test_xyz780",
+            b"sk_test_xyz78\x00",
+            b"sk_test_xyz789\x00",
+            b"",
+        ] {
+            assert!(find_key(keys, near_miss).is_none(), "{near_miss:?}");
+        }
+    }
+
+    #[test]
     fn development_mode_accepts_any_token() {
         let c = Authenticator::Development
             .authenticate(None, Some("ns1"))

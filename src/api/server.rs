@@ -1,8 +1,16 @@
 //! Binding and serving both transports until shutdown.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +30,209 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+}
+
+/// A client gets this long to complete its TLS handshake before the connection is dropped,
+/// so half-open handshakes cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {flag} {path}: {source}")]
+    Read {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{flag} {path} is not valid PEM: {message}")]
+    Pem {
+        flag: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("{flag} {path} holds no {what}")]
+    Missing {
+        flag: &'static str,
+        path: String,
+        what: &'static str,
+    },
+    #[error("--tls-cert and --tls-key do not make a usable TLS identity: {0}")]
+    Identity(String),
+}
+
+/// The server certificate and key both transports serve TLS with, read and checked at
+/// start-up so that a bad file stops the server before it announces itself.
+#[derive(Clone)]
+pub struct TlsConfig {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    rest: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    // The private key stays out of every log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig(<certificate and key>)")
+    }
+}
+
+impl TlsConfig {
+    /// Load a PEM certificate chain (`--tls-cert`) and its PEM private key (`--tls-key`).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |flag: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                flag,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let cert_pem = read("--tls-cert", cert)?;
+        let key_pem = read("--tls-key", key)?;
+        let pem_error = |flag: &'static str, path: &Path, e: pem::Error| match e {
+            pem::Error::NoItemsFound => TlsError::Missing {
+                flag,
+                path: path.display().to_string(),
+                what: if flag == "--tls-cert" {
+                    "certificate"
+                } else {
+                    "private key"
+                },
+            },
+            e => TlsError::Pem {
+                flag,
+                path: path.display().to_string(),
+                message: e.to_string(),
+            },
+        };
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error("--tls-cert", cert, e))?;
+        if chain.is_empty() {
+            return Err(pem_error("--tls-cert", cert, pem::Error::NoItemsFound));
+        }
+        let private_key =
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_error("--tls-key", key, e))?;
+
+        // The provider src/main.rs installed; aws-lc-rs (the only one compiled in) when the
+        // library runs in a process that installed none.
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let mut rest = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Identity(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(|e| TlsError::Identity(e.to_string()))?;
+        // axum serves both; clients pick.
+        rest.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = TlsConfig {
+            cert_pem,
+            key_pem,
+            rest: Arc::new(rest),
+        };
+        // tonic parses the same PEM on its own; fail here rather than after "listening".
+        tonic::transport::Server::builder()
+            .tls_config(config.grpc())
+            .map_err(|e| TlsError::Identity(format!("gRPC: {e}")))?;
+        Ok(config)
+    }
+
+    fn grpc(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
+            .timeout(HANDSHAKE_TIMEOUT)
+    }
+}
+
+/// The REST listener under TLS. Handshakes run in tasks of their own, off the accept
+/// path, so one client that stalls its handshake holds up neither the listener nor
+/// anyone else; axum only ever sees finished TLS streams.
+struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+    acceptor: tokio::task::AbortHandle,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let addr = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Mostly a connection reset before accept, or out of descriptors:
+                        // back off a little instead of spinning.
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            // Err: the server is shutting down; the connection just closes.
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            ready,
+            addr,
+            acceptor: task.abort_handle(),
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    // axum drops the listener when graceful shutdown begins: stop accepting then.
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // Only after the accept task ended, i.e. never while serving.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+async fn serve_http<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ServeError::Http)
 }
 
 /// Both listeners, bound (so that port 0 resolves to the real port before serving).
@@ -55,12 +266,18 @@ impl Listeners {
     }
 }
 
-/// Serve gRPC (with health and reflection) and REST until `shutdown` fires.
+/// Serve gRPC (with health and reflection) and REST until `shutdown` fires; both over TLS
+/// when `tls` is given.
 pub async fn serve(
     state: AppState,
     listeners: Listeners,
+    tls: Option<TlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: grpc_listener,
+        http: http_listener,
+    } = listeners;
     let max_json = state.limits.max_json_bytes;
     let max_upload = state.limits.max_upload_bytes;
 
@@ -96,8 +313,11 @@ pub async fn serve(
     .max_decoding_message_size(max_upload.min(64 << 20))
     .max_encoding_message_size(usize::MAX);
 
-    let grpc_shutdown = shutdown.clone();
     let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.grpc())?;
+    }
+    let grpc_shutdown = shutdown.clone();
     if let Some(limit) = state.limits.request_timeout {
         builder = builder.timeout(limit);
     }
@@ -111,19 +331,27 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(cluster)
         .add_service(collections)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
             grpc_shutdown.cancelled().await
         });
 
     let engine = state.engine.clone();
-    let http_shutdown = shutdown.clone();
-    let http = axum::serve(listeners.http, super::rest::router(state))
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+    let router = super::rest::router(state);
+    let http = async move {
+        match tls {
+            Some(tls) => {
+                let listener =
+                    TlsListener::new(http_listener, tls.rest).map_err(ServeError::Http)?;
+                serve_http(listener, router, shutdown).await
+            }
+            None => serve_http(http_listener, router, shutdown).await,
+        }
+    };
 
     // Retention (when configured) sweeps at start-up and then periodically; it stops with
     // the engine's shutdown, and with this function at the latest.
     let sweeper = engine.start_retention();
-    let (g, h) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
+    let (g, h) = tokio::join!(grpc, http);
     if let Some(task) = sweeper {
         task.abort();
     }

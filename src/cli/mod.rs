@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use clusterd::api::auth::Authenticator;
-use clusterd::api::server::{Listeners, serve};
+use clusterd::api::server::{Listeners, TlsConfig, serve};
 use clusterd::api::{AppState, Limits};
 use clusterd::engine::{Engine, EngineConfig, RetentionPolicy, parse_age};
 use clusterd::gpu::DevicePreference;
@@ -32,7 +32,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
-    Serve(ServeArgs),
+    // Boxed: the serve flags dwarf the other subcommand's.
+    Serve(Box<ServeArgs>),
     /// Write an example collection (Parquet) for the quickstart and tests.
     ExampleData(example_data::ExampleArgs),
 }
@@ -55,6 +56,12 @@ struct ServeArgs {
     /// TOML key file; without it the server runs in single-user development mode.
     #[arg(long, env = "CLUSTERD_API_KEYS")]
     api_keys: Option<PathBuf>,
+    /// PEM certificate chain; with --tls-key, gRPC and REST serve TLS only.
+    #[arg(long, env = "CLUSTERD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CLUSTERD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// auto | gpu | cpu.
     #[arg(long, env = "CLUSTERD_DEVICE", default_value = "auto")]
     device: DevicePreference,
@@ -160,7 +167,7 @@ fn labeling_provider(args: &ServeArgs) -> Result<Provider, String> {
 pub fn run() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
         Command::ExampleData(args) => example_data::write(&args),
     }
 }
@@ -174,6 +181,22 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The TLS identity the flags name: both flags or neither.
+fn tls_config(args: &ServeArgs) -> Result<Option<TlsConfig>, String> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsConfig::load(cert, key)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            Err("--tls-cert needs --tls-key (the certificate's private key, PEM)".to_owned())
+        }
+        (None, Some(_)) => {
+            Err("--tls-key needs --tls-cert (the certificate chain, PEM)".to_owned())
+        }
     }
 }
 
@@ -211,6 +234,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         );
     }
     let labeling = labeling_provider(&args)?;
+    let tls = tls_config(&args)?;
     if let Provider::OpenAi(c) = &labeling {
         tracing::info!(base_url = %c.base_url, model = %c.default_model,
             key = c.api_key.is_some(), "labelling provider: OpenAI-compatible");
@@ -269,12 +293,18 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let grpc = listeners.grpc_addr().map_err(|e| e.to_string())?;
         let http = listeners.http_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%grpc, %http, "listening");
+        let tls_on = tls.is_some();
+        tracing::info!(%grpc, %http, tls = tls_on, "listening");
         // One machine-readable line on stdout, so that scripts and tests can start the
         // server on port 0 and learn where it listens.
         println!(
             "{}",
-            serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "http": http.to_string()})
+            serde_json::json!({
+                "event": "listening",
+                "grpc": grpc.to_string(),
+                "http": http.to_string(),
+                "tls": tls_on,
+            })
         );
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
@@ -289,7 +319,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             engine.shut_down();
         });
         let drained = shutdown.clone();
-        let served = serve(state, listeners, shutdown);
+        let served = serve(state, listeners, tls, shutdown);
         tokio::pin!(served);
         tokio::select! {
             out = &mut served => out.map_err(|e| e.to_string()),

@@ -126,7 +126,29 @@ impl TestServer {
         Self::launch(temp_dir("srv"), store, opts)
     }
 
+    /// Like [`TestServer::start_with`], with extra environment variables for the server
+    /// process (e.g. `RUST_LOG`); its stderr is kept in `server.log` ([`TestServer::log`]).
+    pub fn start_with_env(opts: Options, env: &[(&str, &str)]) -> Self {
+        let dir = temp_dir("srv");
+        let store = TestStore::for_dir(&dir);
+        Self::launch_with_env(dir, store, opts, env)
+    }
+
+    /// Everything the server wrote to stderr (its log) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     fn launch(dir: PathBuf, store: TestStore, opts: Options) -> Self {
+        Self::launch_with_env(dir, store, opts, &[])
+    }
+
+    fn launch_with_env(
+        dir: PathBuf,
+        store: TestStore,
+        opts: Options,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--store")
@@ -135,6 +157,7 @@ impl TestServer {
             .args(&opts.extra_args)
             .env_remove("CLUSTERD_API_KEYS")
             .envs(store.env())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("server.log")).expect("log file"),

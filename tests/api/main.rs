@@ -22,3 +22,4 @@ mod placement;
 mod runs;
 mod s3;
 mod streaming;
+mod tls;
