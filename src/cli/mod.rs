@@ -258,7 +258,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
             labeling,
             stale_after: Duration::from_secs(args.run_stale_after_s.max(1)),
             max_documents: (args.max_documents > 0).then_some(args.max_documents),
-            max_run_bytes: run_memory_limit(&args.max_run_memory)?,
+            max_run_bytes: clusterd::engine::parse_run_memory(&args.max_run_memory)?,
             retention: RetentionPolicy {
                 max_age: args.retention_max_age,
                 max_runs: args
@@ -354,71 +354,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// `--max-run-memory`: `auto` (half the machine's memory, none where it cannot be read),
-/// `0` (no limit), bytes, or a number with a binary unit (`16G`, `512M`, `1.5T`).
-fn run_memory_limit(value: &str) -> Result<Option<u64>, String> {
-    let bad = || {
-        format!(
-            "--max-run-memory must be auto, 0, a number of bytes, or a number with K, M, G \
-             or T; got {value:?}"
-        )
-    };
-    let v = value.trim();
-    if v.eq_ignore_ascii_case("auto") {
-        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        });
-        return Ok(total.map(|kib| kib * 1024 / 2));
-    }
-    let (number, shift) = match v.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(bad()),
-            };
-            (&v[..i], shift)
-        }
-        _ => (v, 0),
-    };
-    let n: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(bad());
-    }
-    let bytes = n * (1u64 << shift) as f64;
-    if bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok((bytes >= 1.0).then_some(bytes as u64))
-}
-
-#[cfg(test)]
-mod limits_tests {
-    use super::run_memory_limit;
-
-    #[test]
-    fn run_memory_limits_read_units_auto_and_zero() {
-        assert_eq!(run_memory_limit("16G"), Ok(Some(16 << 30)));
-        assert_eq!(run_memory_limit("512m"), Ok(Some(512 << 20)));
-        assert_eq!(run_memory_limit("1.5K"), Ok(Some(1536)));
-        assert_eq!(run_memory_limit("1000"), Ok(Some(1000)));
-        assert_eq!(run_memory_limit("0"), Ok(None));
-        assert!(run_memory_limit("auto").is_ok());
-        for bad in ["", "-1G", "12Q", "lots", "1e400", "NaNG"] {
-            assert!(run_memory_limit(bad).is_err(), "{bad}");
-        }
     }
 }
