@@ -131,13 +131,7 @@ impl RunRecorder {
             s.status = RunState::Completed;
             s.heartbeat_at = now.clone();
             s.updated_at = now;
-            s.progress = Some(RunProgress {
-                stage: "done".to_owned(),
-                fraction: 1.0,
-                iteration: None,
-                inertia: None,
-                documents: None,
-            });
+            s.progress = Some(RunProgress::done());
         });
         self.store
             .put_run_status(&self.scope, &snapshot(&self.status))

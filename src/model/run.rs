@@ -71,6 +71,19 @@ pub struct RunProgress {
     pub documents: Option<u64>,
 }
 
+impl RunProgress {
+    /// The progress of a completed run.
+    pub fn done() -> RunProgress {
+        RunProgress {
+            stage: "done".to_owned(),
+            fraction: 1.0,
+            iteration: None,
+            inertia: None,
+            documents: None,
+        }
+    }
+}
+
 /// `status.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStatus {

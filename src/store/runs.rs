@@ -18,7 +18,8 @@ use super::Store;
 use super::error::internal_os;
 use super::paths::{self, RECORD_FILE, STATUS_FILE};
 use crate::model::{
-    ApiError, ApiResult, RunError, RunRecord, RunState, RunStatus, RunView, Scope, validate_name,
+    ApiError, ApiResult, RunError, RunProgress, RunRecord, RunState, RunStatus, RunView, Scope,
+    validate_name,
 };
 
 /// How many status files are read at once; S3 latency, not bandwidth, bounds a listing.
@@ -298,7 +299,11 @@ pub struct StoredRun {
 /// The status a run shows: `run.json` alone decides whether it completed.
 fn reconcile(status: &mut RunStatus, has_record: bool) {
     if has_record {
+        // Between run.json and the final status.json a reader still finds the last
+        // progress ("writing") in the status: a completed run reads as done.
         status.status = RunState::Completed;
+        status.progress = Some(RunProgress::done());
+        status.error = None;
         return;
     }
     if status.status == RunState::Completed {

@@ -91,7 +91,14 @@ async fn status_then_record_round_trip() {
     let store = temp_store("roundtrip");
     let s = scope();
     let id = run_id(1_000, 1);
-    let running = status(&id, RunState::Running, FRESH);
+    let mut running = status(&id, RunState::Running, FRESH);
+    running.progress = Some(crate::model::RunProgress {
+        stage: "writing".to_owned(),
+        fraction: 0.0,
+        iteration: None,
+        inertia: None,
+        documents: None,
+    });
     store.put_run_status(&s, &running).await.unwrap();
     let view = store.get_run(&s, &id).await.unwrap();
     assert_eq!(view.status, running);
@@ -103,10 +110,16 @@ async fn status_then_record_round_trip() {
     store.put_run_record(&s, &rec).await.unwrap();
     let view = store.get_run(&s, &id).await.unwrap();
     assert_eq!(view.status.status, RunState::Completed);
+    assert_eq!(
+        view.status.progress,
+        Some(crate::model::RunProgress::done()),
+        "a completed run reads as done, whatever progress status.json last had"
+    );
     assert_eq!(view.record.as_ref(), Some(&rec));
 
     let mut done = running.clone();
     done.status = RunState::Completed;
+    done.progress = Some(crate::model::RunProgress::done());
     store.put_run_status(&s, &done).await.unwrap();
     let view = store.get_run(&s, &id).await.unwrap();
     assert_eq!(view.status, done);
@@ -394,7 +407,13 @@ async fn stale_running_runs_become_failed_interrupted() {
     assert_eq!(view.status.status, RunState::Running);
     assert_eq!(view.status.error, None);
     let view = store.get_run(&s, &completed).await.unwrap();
-    assert_eq!(view.status, completed_status);
+    assert_eq!(
+        view.status,
+        RunStatus {
+            progress: Some(crate::model::RunProgress::done()),
+            ..completed_status.clone()
+        }
+    );
     let view = store.get_run(&s, &finished_unmarked).await.unwrap();
     assert_eq!(view.status.status, RunState::Completed);
     assert_eq!(view.status.error, None);

@@ -286,6 +286,21 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Organisation A's first page of runs in `NS` (`GET /v1/clusters/runs`, 200 asserted).
+    pub async fn runs_page(&self) -> Value {
+        let (status, page) = self
+            .send(
+                reqwest::Method::GET,
+                "/v1/clusters/runs",
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page
+    }
+
     /// GET `path` as `key` in namespace `NS`, returning the raw body (artifacts).
     /// A stored artifact of a run of organisation A, read as Parquet (200 asserted).
     pub async fn artifact(&self, run_id: &str, name: &str) -> Vec<arrow_array::RecordBatch> {

@@ -786,16 +786,7 @@ struct Snapshot {
 }
 
 async fn snapshot(server: &TestServer) -> Snapshot {
-    let (status, page) = server
-        .send(
-            reqwest::Method::GET,
-            "/v1/clusters/runs",
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
+    let page = server.runs_page().await;
     let runs = page["runs"]
         .as_array()
         .expect("runs")

@@ -45,15 +45,7 @@ async fn a_run_above_the_document_or_memory_limit_is_refused_with_what_it_needs(
         "{message}"
     );
     // The refused run is recorded as failed with that error, and stored nothing else.
-    let (_, runs) = server
-        .send(
-            reqwest::Method::GET,
-            "/v1/clusters/runs",
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
+    let runs = server.runs_page().await;
     assert_eq!(runs["runs"][0]["status"], "failed", "{runs}");
     assert_eq!(
         runs["runs"][0]["error"]["code"], "payload_too_large",
@@ -134,16 +126,7 @@ async fn a_grpc_deadline_abandons_the_call_and_cancels_its_run() {
 async fn assert_cancelled_soon(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, page) = server
-            .send(
-                reqwest::Method::GET,
-                "/v1/clusters/runs",
-                Some(KEY_A),
-                NS,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
+        let page = server.runs_page().await;
         let states: Vec<&str> = page["runs"]
             .as_array()
             .expect("runs")

@@ -129,16 +129,7 @@ async fn an_s3_store_keeps_collections_and_run_files_under_its_prefix() {
         .filter_map(|c| c["collection_id"].as_str())
         .collect();
     assert_eq!(ids, ["col_products_v1", "col_products_v2"]);
-    let (status, runs) = server
-        .send(
-            reqwest::Method::GET,
-            "/v1/clusters/runs",
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{runs}");
+    let runs = server.runs_page().await;
     assert_eq!(runs["runs"][0]["run_id"], run_id, "{runs}");
     assert_eq!(runs["runs"][0]["status"], "completed", "{runs}");
 

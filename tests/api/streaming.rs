@@ -373,16 +373,7 @@ async fn a_client_that_disconnects_from_the_event_stream_cancels_the_run() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let runs = loop {
-        let (status, page) = server
-            .send(
-                reqwest::Method::GET,
-                "/v1/clusters/runs",
-                Some(KEY_A),
-                NS,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
+        let page = server.runs_page().await;
         let runs = page["runs"].as_array().cloned().unwrap_or_default();
         if runs.iter().any(|r| r["status"] != "running") {
             break runs;
