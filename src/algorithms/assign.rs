@@ -54,7 +54,7 @@ use crate::algorithms::distance::{
     BLOCK_ROWS, block_range, n_blocks, nearest_centers, row_sq_norms,
 };
 use crate::algorithms::hdbscan::HdbscanParams;
-use crate::algorithms::neighbors::Metric;
+use crate::algorithms::neighbors::{LANES, Metric, combine_lanes, lane_sum};
 use crate::algorithms::optics::{ClusterMethod, OpticsParams};
 use crate::gpu::{self, GpuError, GpuMatrix};
 use crate::model::{ApiError, ApiResult, Cancelled, DeviceKind, Matrix, RunContext};
@@ -737,8 +737,6 @@ fn scale_into(row: &mut [f32], s: f64) {
     row.iter_mut().for_each(|v| *v = (f64::from(*v) * s) as f32);
 }
 
-const LANES: usize = 8;
-
 /// Lane chunks summed between two looks at the running total in [`manhattan_within`].
 const CHECK_EVERY: usize = 4;
 
@@ -765,29 +763,4 @@ fn manhattan_within(a: &[f32], b: &[f32], bound: f64) -> Option<f64> {
         acc[l] += (f64::from(p) - f64::from(q)).abs();
     }
     Some(combine_lanes(&acc))
-}
-
-#[inline]
-fn combine_lanes(acc: &[f64; LANES]) -> f64 {
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
-/// `Σ f(a_k, b_k)` in f64 over eight interleaved partial sums, combined exactly as the
-/// neighbour engine combines them, so that distances agree with the fit's to the bit.
-#[inline]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let split = a.len() - a.len() % LANES;
-    for (p, q) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for l in 0..LANES {
-            acc[l] += f(f64::from(p[l]), f64::from(q[l]));
-        }
-    }
-    for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        acc[l] += f(f64::from(p), f64::from(q));
-    }
-    combine_lanes(&acc)
 }

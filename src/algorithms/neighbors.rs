@@ -646,13 +646,13 @@ fn sq_norm64(v: &[f32]) -> f64 {
     lane_sum(v, v, |p, q| p * q)
 }
 
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// `Σ f(a_k, b_k)` in f64 over eight interleaved partial sums: one sum at a time cannot
 /// be vectorised, and exact distances are the inner loop of OPTICS and of every filtered
 /// candidate.
 #[inline]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+pub(crate) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let split = a.len() - a.len() % LANES;
     for (p, q) in a[..split]
@@ -666,6 +666,13 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     for (l, (&p, &q)) in a[split..].iter().zip(&b[split..]).enumerate() {
         acc[l] += f(f64::from(p), f64::from(q));
     }
+    combine_lanes(&acc)
+}
+
+/// The eight partial sums of [`lane_sum`] in its fixed order: anything that must agree
+/// with it to the bit (assign's early-exit manhattan) combines through this.
+#[inline]
+pub(crate) fn combine_lanes(acc: &[f64; LANES]) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
