@@ -20,9 +20,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
-use parquet::file::metadata::PageIndexPolicy;
 
 use super::error::parquet_error;
 use super::reader::{self, DOCUMENT_ID, ObjectReader, Part, StringColumn, VectorView, vector_type};
@@ -123,17 +122,20 @@ impl Store {
                 let store = Arc::clone(&self.inner);
                 let id = &req.collection_ids[c];
                 async move {
-                    let (reader, meta) = reader::open_part(&store, &part).await.map_err(|e| {
-                        parquet_error(e, |m| {
-                            ApiError::invalid_parameter(
-                                &format!("collection_ids[{c}]"),
-                                format!(
-                                    "part {} of collection {id} is not readable Parquet: {m}",
-                                    paths::file_name(&part.location)
-                                ),
-                            )
-                        })
-                    })?;
+                    // With the page index: the windowed reads below fetch only their pages.
+                    let (reader, meta) = reader::open_part_indexed(&store, &part).await.map_err(
+                        |e| {
+                            parquet_error(e, |m| {
+                                ApiError::invalid_parameter(
+                                    &format!("collection_ids[{c}]"),
+                                    format!(
+                                        "part {} of collection {id} is not readable Parquet: {m}",
+                                        paths::file_name(&part.location)
+                                    ),
+                                )
+                            })
+                        },
+                    )?;
                     Ok::<_, ApiError>(PartState {
                         collection: c,
                         part,
@@ -302,10 +304,9 @@ impl Remainder {
         while batch.document_ids.len() < max_rows {
             ctx.checkpoint()?;
             if self.part.is_none() {
-                let Some(mut part) = self.parts.pop_front() else {
+                let Some(part) = self.parts.pop_front() else {
                     break;
                 };
-                part.meta = with_page_index(&part).await?;
                 let windows = windows(&part.meta, &part.kept).into();
                 self.part = Some((part, windows));
             }
@@ -427,16 +428,6 @@ pub(super) fn windows(meta: &ArrowReaderMetadata, kept: &[(usize, String)]) -> V
         out.push(start..kept.len());
     }
     out
-}
-
-/// The part's metadata with its page index (column and offset indexes), when the file has
-/// one: a row selection then fetches only the pages it needs.
-async fn with_page_index(part: &PartState) -> ApiResult<ArrowReaderMetadata> {
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let mut reader = part.reader.clone();
-    ArrowReaderMetadata::load_async(&mut reader, options)
-        .await
-        .map_err(|e| parquet_error(e, ApiError::internal))
 }
 
 /// A stream of the vector column of `kept` rows of one part (the remainder's reads).
@@ -894,13 +885,13 @@ async fn read_columns(
     };
     // A sample touches pages all over the file: read it window by window so that only
     // one window's pages are in memory (see `windows`).
-    let meta = with_page_index(state).await?;
-    let mask = reader::projection(&meta, roots);
+    let meta = &state.meta;
+    let mask = reader::projection(meta, roots);
     let mut scratch = Vec::new();
     let mut read = 0usize;
-    for range in windows(&meta, &state.kept) {
+    for range in windows(meta, &state.kept) {
         let kept = &state.kept[range];
-        let (groups, selection) = plan_rows(&meta, kept);
+        let (groups, selection) = plan_rows(meta, kept);
         let mut stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(state.reader.clone(), meta.clone())
                 .with_projection(mask.clone())

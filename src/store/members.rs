@@ -18,10 +18,10 @@ use arrow_schema::DataType;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::errors::{ParquetError, Result as PqResult};
-use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
+use parquet::file::metadata::RowGroupMetaData;
 
 use super::Store;
 use super::error::internal_os;
@@ -201,10 +201,8 @@ pub(crate) async fn read_page(
     offset: u64,
     limit: usize,
 ) -> PqResult<(PageRows, ReadStats)> {
-    let mut reader = ObjectReader::new(Arc::clone(store), part);
     // The offset index lets a row selection fetch only the pages it touches.
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let meta = ArrowReaderMetadata::load_async(&mut reader, options).await?;
+    let (reader, meta) = reader::open_part_indexed(store, part).await?;
     let column = cluster_column(&meta)?;
     let groups = meta.metadata().row_groups();
     let fits: Vec<Fit> = groups

@@ -21,7 +21,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch};
 use parquet::errors::{ParquetError, Result as PqResult};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
 pub(crate) const DOCUMENT_ID: &str = "document_id";
 
@@ -117,8 +117,26 @@ pub(crate) async fn open_part(
     store: &Arc<dyn ObjectStore>,
     part: &Part,
 ) -> PqResult<(ObjectReader, ArrowReaderMetadata)> {
+    open_part_with(store, part, ArrowReaderOptions::new()).await
+}
+
+/// [`open_part`] with the page index (column and offset indexes) when the file has one:
+/// a row selection then fetches only the pages it needs.
+pub(crate) async fn open_part_indexed(
+    store: &Arc<dyn ObjectStore>,
+    part: &Part,
+) -> PqResult<(ObjectReader, ArrowReaderMetadata)> {
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    open_part_with(store, part, options).await
+}
+
+async fn open_part_with(
+    store: &Arc<dyn ObjectStore>,
+    part: &Part,
+    options: ArrowReaderOptions,
+) -> PqResult<(ObjectReader, ArrowReaderMetadata)> {
     let mut reader = ObjectReader::new(Arc::clone(store), part);
-    let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
+    let meta = ArrowReaderMetadata::load_async(&mut reader, options).await?;
     Ok((reader, meta))
 }
 
