@@ -12,3 +12,4 @@ pub mod model;
 #[cfg(test)]
 mod reference_fixtures;
 pub mod store;
+pub mod telemetry;

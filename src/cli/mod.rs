@@ -180,7 +180,13 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Every event inside a run carries the run span's fields (run_id, namespace,
+        // algorithm, device, documents): "span" is the innermost, "spans" all of them.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::model::{ApiError, ApiResult};
 
 pub struct Admission {
     slots: Arc<Semaphore>,
+    total_slots: usize,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
 }
@@ -32,9 +33,21 @@ impl Admission {
     pub fn new(slots: usize, max_waiting: usize) -> Self {
         Admission {
             slots: Arc::new(Semaphore::new(slots)),
+            total_slots: slots,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
         }
+    }
+
+    /// Runs waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Slots held now (runs computing).
+    pub fn running(&self) -> usize {
+        self.total_slots
+            .saturating_sub(self.slots.available_permits())
     }
 
     pub async fn enter(&self, cancel: &CancellationToken) -> ApiResult<Slot> {
@@ -96,8 +109,10 @@ mod tests {
         let a = Admission::new(1, 0);
         let token = CancellationToken::new();
         let _held = a.enter(&token).await.unwrap();
+        assert_eq!((a.running(), a.queued()), (1, 0));
         let e = a.enter(&token).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(a.queued(), 0, "a refused run leaves no place in the queue");
         assert_eq!(e.retry_after_s, Some(5));
     }
 
@@ -106,9 +121,12 @@ mod tests {
         let a = Admission::new(1, 4);
         let token = CancellationToken::new();
         let _held = a.enter(&token).await.unwrap();
+        let queued = a.ticket().unwrap();
+        assert_eq!((a.running(), a.queued()), (1, 1));
         let waiter = CancellationToken::new();
         waiter.cancel();
-        let e = a.enter(&waiter).await.err().unwrap();
+        let e = queued.slot(&waiter).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::Cancelled);
+        assert_eq!(a.queued(), 0, "a cancelled run leaves the queue");
     }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::algorithms::attribute_grouping::{self, Aggregation, GroupingOptions};
 use crate::algorithms::projection::{self, Pca2d};
@@ -32,6 +33,7 @@ use crate::model::{
 use crate::store::{
     CorePointsArtifact, LoadLimits, LoadRequest, LoadedDocuments, Remainder, SampleArtifact, Store,
 };
+use crate::telemetry::{RunEnd, Telemetry, device_name};
 
 pub use admission::Admission;
 use admission::Ticket;
@@ -111,6 +113,8 @@ pub struct Engine {
     /// Placement models of stored runs recently assigned to.
     models: placement::ModelCache,
     retention: Retention,
+    /// This process's run counters, read by `GET /metrics`.
+    telemetry: Telemetry,
 }
 
 /// Bytes a run holds per vector value: the loaded f32 vectors and one working copy (the
@@ -191,6 +195,7 @@ impl Engine {
         }
         let device = gpu::select_device(config.device)?;
         let instance: u64 = rand::rng().random();
+        let telemetry = Telemetry::new(store.bytes_read());
         let store = Arc::new(store);
         let runs = Arc::new(Registry::default());
         let retention = Retention::new(
@@ -209,7 +214,16 @@ impl Engine {
             models: placement::ModelCache::default(),
             runs,
             retention,
+            telemetry,
         })
+    }
+
+    /// The process metrics in the Prometheus text format, with the admission gauges as
+    /// they are now.
+    pub fn metrics_text(&self) -> ApiResult<String> {
+        self.telemetry
+            .set_admission(self.admission.queued(), self.admission.running());
+        self.telemetry.encode().map_err(ApiError::internal)
     }
 
     pub fn store(&self) -> &Store {
@@ -378,8 +392,28 @@ impl Engine {
         })
     }
 
-    /// Wait for a slot, compute, store and record an accepted run.
+    /// Wait for a slot, compute, store and record an accepted run, all inside the run's
+    /// span: every log line of the run (on the blocking threads too, which enter it) carries
+    /// its id, scope, algorithm and, once known, device and documents.
     async fn run(
+        &self,
+        accepted: Accepted,
+        req: ExecuteRequest,
+        ctx: RunContext,
+    ) -> ApiResult<ExecuteResponse> {
+        let span = tracing::info_span!(
+            "run",
+            run_id = %accepted.run_id,
+            org = %accepted.scope.org(),
+            namespace = %accepted.scope.namespace(),
+            algorithm = req.algorithm.as_str(),
+            device = tracing::field::Empty,
+            documents = tracing::field::Empty,
+        );
+        self.run_in_span(accepted, req, ctx).instrument(span).await
+    }
+
+    async fn run_in_span(
         &self,
         accepted: Accepted,
         req: ExecuteRequest,
@@ -398,8 +432,9 @@ impl Engine {
         } = accepted;
         let outcome = async {
             let _slot = ticket.slot(ctx.cancel_token()).await?;
-            tracing::info!(%run_id, org = %scope.org(), namespace = %scope.namespace(),
-                algorithm = req.algorithm.as_str(), "run started");
+            tracing::Span::current().record("device", device_name(self.device.kind()));
+            self.telemetry.run_started(self.device.kind());
+            tracing::info!("run started");
 
             // Progress goes to the caller (streaming) and into status.json.
             let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
@@ -480,10 +515,55 @@ impl Engine {
         if req.store_results {
             self.retention.after_run(&scope);
         }
-        result.inspect(|r| {
-            tracing::info!(run_id = %r.run_id, clusters = r.num_clusters,
-                documents = r.num_documents, ms = r.execution_time_ms, "run completed");
-        })
+        self.run_ended(req.algorithm.as_str(), started, &result);
+        result
+    }
+
+    /// The run's last event and its counters: how it ended, after how long.
+    fn run_ended(
+        &self,
+        algorithm: &'static str,
+        started: Instant,
+        result: &ApiResult<ExecuteResponse>,
+    ) {
+        let elapsed = started.elapsed();
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let (state, error) = match result {
+            Ok(_) => (RunState::Completed, None),
+            Err(e) if e.code == ErrorCode::Cancelled => (RunState::Cancelled, None),
+            Err(e) => (RunState::Failed, Some(e.code)),
+        };
+        let (documents, placed) = result.as_ref().map_or((0, 0), |r| {
+            (
+                u64::try_from(r.num_documents).unwrap_or(u64::MAX),
+                r.placed_documents
+                    .map_or(0, |p| u64::try_from(p).unwrap_or(u64::MAX)),
+            )
+        });
+        self.telemetry.run_ended(&RunEnd {
+            algorithm,
+            state,
+            error,
+            elapsed,
+            documents,
+            placed,
+        });
+        match result {
+            Ok(r) => tracing::info!(
+                state = state.as_str(),
+                elapsed_ms,
+                clusters = r.num_clusters,
+                placed,
+                "run ended"
+            ),
+            Err(e) => tracing::info!(
+                state = state.as_str(),
+                elapsed_ms,
+                error_code = e.code.as_str(),
+                error = %e.message,
+                "run ended"
+            ),
+        }
     }
 
     /// Load the run's documents: the vector column (when the request names one), then
@@ -553,6 +633,8 @@ impl Engine {
             }
             (loaded, _) => {
                 let loaded = loaded?;
+                let documents = u64::try_from(loaded.0.document_ids.len()).unwrap_or(u64::MAX);
+                tracing::Span::current().record("documents", documents);
                 ctx.progress(ProgressEvent {
                     stage: "loading",
                     fraction: 1.0,
@@ -639,8 +721,10 @@ impl Engine {
         let vector_name = req.vector_name.clone().unwrap_or_default();
         let metrics_options = self.config.metrics.clone();
         let job_ctx = ctx.clone();
+        let span = tracing::Span::current();
         let (vectors, rendered, metrics, coordinates, corpus) =
             tokio::task::spawn_blocking(move || {
+                let _run = span.entered();
                 let ctx = job_ctx;
                 if let Some(x) = vectors.as_mut()
                     && normalize
@@ -758,8 +842,10 @@ impl Engine {
         let wants_labels = labeller.is_some();
         let job_ctx = ctx.clone();
         let vector_name = req.vector_name.clone().unwrap_or_default();
+        let span = tracing::Span::current();
         let (vectors, rendered, resolved_params, metrics, coordinates, corpus, model) =
             tokio::task::spawn_blocking(move || {
+                let _run = span.entered();
                 let ctx = job_ctx;
                 if normalize {
                     ctx.stage("normalizing", 0.0);

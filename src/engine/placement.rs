@@ -190,9 +190,12 @@ pub(super) async fn place_remainder(
         } = batch;
         let job_model = Arc::clone(&model);
         let job_ctx = ctx.clone();
-        let placements = tokio::task::spawn_blocking(move || job_model.place(vectors, &job_ctx))
-            .await
-            .map_err(ApiError::internal)??;
+        let span = tracing::Span::current();
+        let placements = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| job_model.place(vectors, &job_ctx))
+        })
+        .await
+        .map_err(ApiError::internal)??;
         placed.extend(
             document_ids
                 .into_iter()

@@ -5,6 +5,7 @@
 //! columns a run needs.
 
 mod artifacts;
+mod counting;
 mod error;
 mod load;
 mod members;
@@ -26,6 +27,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::model::{ApiError, ApiResult, Matrix, Scope, validate_name};
 
@@ -190,6 +192,9 @@ pub struct Store {
     /// start-up against a wrong endpoint for about a minute before saying why.
     probe: Arc<dyn ObjectStore>,
     description: String,
+    /// Bytes `inner` has handed to readers (the `/metrics` counter; the probe's listing
+    /// reads no object).
+    bytes_read: Counter,
 }
 
 /// Retries of the start-up probe: enough to ride out one dropped connection, few enough
@@ -220,21 +225,21 @@ impl Store {
             let s3 = builder.clone().build()?;
             let probe = builder.with_retry(probe_retry()).build()?;
             if prefix.is_empty() {
-                return Ok(Store {
-                    inner: Arc::new(s3),
-                    probe: Arc::new(probe),
-                    description: format!("s3://{bucket}"),
-                });
+                return Ok(Store::counted(
+                    Arc::new(s3),
+                    Arc::new(probe),
+                    format!("s3://{bucket}"),
+                ));
             }
             let p = Path::parse(prefix).map_err(|e| StoreError::InvalidUrl {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-            return Ok(Store {
-                inner: Arc::new(PrefixStore::new(s3, p.clone())),
-                probe: Arc::new(PrefixStore::new(probe, p)),
-                description: format!("s3://{bucket}/{prefix}"),
-            });
+            return Ok(Store::counted(
+                Arc::new(PrefixStore::new(s3, p.clone())),
+                Arc::new(PrefixStore::new(probe, p)),
+                format!("s3://{bucket}/{prefix}"),
+            ));
         }
         let local = match url.strip_prefix("file://") {
             Some(p) => p,
@@ -259,11 +264,30 @@ impl Store {
             source,
         })?;
         let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&abs)?);
-        Ok(Store {
-            probe: Arc::clone(&fs),
-            inner: fs,
-            description: format!("local:{}", abs.display()),
-        })
+        Ok(Store::counted(
+            Arc::clone(&fs),
+            fs,
+            format!("local:{}", abs.display()),
+        ))
+    }
+
+    fn counted(
+        inner: Arc<dyn ObjectStore>,
+        probe: Arc<dyn ObjectStore>,
+        description: String,
+    ) -> Self {
+        let bytes_read = Counter::default();
+        Store {
+            inner: Arc::new(counting::CountingStore::new(inner, bytes_read.clone())),
+            probe,
+            description,
+            bytes_read,
+        }
+    }
+
+    /// The running total of bytes read from the object store by this process.
+    pub fn bytes_read(&self) -> Counter {
+        self.bytes_read.clone()
     }
 
     /// One listing of the store root, so that a missing bucket, a wrong endpoint or bad

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/clusters/runs/{run_id}/assign", post(assign::assign))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // We read bodies ourselves under our limits (`read_body`).
@@ -89,6 +90,22 @@ async fn deadline(
 
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Prometheus scrape: like `/healthz`, answered without an API key (DESIGN §1); it shows
+/// process-wide counts, nothing of any organisation's data.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.engine.metrics_text() {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::telemetry::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => RestError(e).into_response(),
+    }
 }
 
 async fn not_found() -> Response {
