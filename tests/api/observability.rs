@@ -512,3 +512,50 @@ async fn json_log_lines_of_a_run_carry_its_span_fields_and_the_last_says_how_it_
     assert!(end["fields"]["elapsed_ms"].is_u64(), "{end}");
     assert!(end["fields"].get("error_code").is_none(), "{end}");
 }
+
+#[tokio::test]
+async fn a_gpu_server_counts_its_runs_under_gpu_and_its_run_span_says_gpu() {
+    // Skips (visibly) without an adapter; fails instead under CLUSTERD_REQUIRE_GPU=1.
+    if clusterd::gpu::test_context().is_none() {
+        return;
+    }
+    let server = TestServer::start_with_env(
+        Options {
+            extra_args: vec![
+                "--device".into(),
+                "gpu".into(),
+                "--log-format".into(),
+                "json".into(),
+            ],
+            ..Options::default()
+        },
+        &[("RUST_LOG", "info")],
+    );
+    upload(
+        &server,
+        SMALL,
+        example_parquet(SMALL_DOCS as usize, 8, 3, "d_", VECTOR),
+    )
+    .await;
+    let (status, out) = server.execute_rest(KEY_A, &kmeans(SMALL, 3, 1)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["device"]["type"], "gpu", "{out}");
+    let m = metrics(&server).await;
+    assert_eq!(
+        m.value("clusterd_device_runs_total", &[("device", "gpu")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("clusterd_device_runs_total", &[("device", "cpu")]),
+        0.0
+    );
+    let run_id = out["run_id"].as_str().expect("run_id");
+    let ended = server
+        .log()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON log line"))
+        .find(|l| l["span"]["run_id"] == run_id && l["fields"]["message"] == "run ended")
+        .expect("the run's end event");
+    assert_eq!(ended["span"]["device"], "gpu", "{ended}");
+}
