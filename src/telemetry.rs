@@ -62,6 +62,8 @@ pub struct Telemetry {
     device_runs: Family<Labels, Counter>,
     queued: Gauge,
     running: Gauge,
+    /// REST requests by route template (never the raw path: bounded) and status code.
+    http_requests: Family<[(&'static str, String); 2], Counter>,
 }
 
 impl Telemetry {
@@ -116,8 +118,16 @@ impl Telemetry {
             Unit::Bytes,
             store_bytes_read,
         );
+        let http_requests = Family::<[(&'static str, String); 2], Counter>::default();
+        registry.register(
+            "http_requests",
+            "REST requests answered, by route template (\"unmatched\" for unknown paths) and \
+             HTTP status",
+            http_requests.clone(),
+        );
         Telemetry {
             registry,
+            http_requests,
             runs,
             run_seconds,
             documents,
@@ -146,6 +156,17 @@ impl Telemetry {
             .observe(end.elapsed.as_secs_f64());
         self.documents.inc_by(end.documents);
         self.documents_placed.inc_by(end.placed);
+    }
+
+    /// A REST request answered: `route` is the route template (`/v1/clusters/runs/{run_id}`),
+    /// or `None` for a path no route matched.
+    pub fn http_request(&self, route: Option<&str>, status: u16) {
+        self.http_requests
+            .get_or_create(&[
+                ("route", route.unwrap_or("unmatched").to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
     }
 
     /// The admission queue as it is now (read when metrics are scraped).
@@ -232,6 +253,9 @@ mod tests {
             placed: 700,
         });
         t.set_admission(3, 2);
+        t.http_request(Some("/v1/clusters/runs/{run_id}"), 404);
+        t.http_request(None, 404);
+        t.http_request(None, 404);
         let text = t.encode().unwrap();
         for (name, kind) in [
             ("clusterd_runs_total", "counter"),
@@ -242,6 +266,7 @@ mod tests {
             ("clusterd_runs_queued", "gauge"),
             ("clusterd_runs_in_progress", "gauge"),
             ("clusterd_store_read_bytes_total", "counter"),
+            ("clusterd_http_requests_total", "counter"),
         ] {
             line(&text, &format!("# HELP {name} "));
             line(&text, &format!("# TYPE {name} {kind}"));
@@ -260,5 +285,13 @@ mod tests {
         line(&text, "clusterd_runs_queued 3");
         line(&text, "clusterd_runs_in_progress 2");
         line(&text, "clusterd_store_read_bytes_total 4096");
+        line(
+            &text,
+            "clusterd_http_requests_total{route=\"/v1/clusters/runs/{run_id}\",status=\"404\"} 1",
+        );
+        line(
+            &text,
+            "clusterd_http_requests_total{route=\"unmatched\",status=\"404\"} 2",
+        );
     }
 }

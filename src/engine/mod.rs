@@ -218,6 +218,11 @@ impl Engine {
         })
     }
 
+    /// The process counters, for the transports to count their requests into.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// The process metrics in the Prometheus text format, with the admission gauges as
     /// they are now.
     pub fn metrics_text(&self) -> ApiResult<String> {

@@ -248,6 +248,22 @@ async fn metrics_answer_without_a_key_in_the_prometheus_text_format_while_other_
         .await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthenticated");
+    let (status, _) = server
+        .send(reqwest::Method::GET, "/no/such/path", None, NS, None)
+        .await;
+    assert_eq!(status, 404);
+
+    // Requests are counted by route template and status, unknown paths as one route.
+    let m = metrics(&server).await;
+    let requests = |route: &str, status: &str| {
+        m.value(
+            "clusterd_http_requests_total",
+            &[("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(requests("/v1/collections", "401"), 1.0, "{m:?}");
+    assert_eq!(requests("unmatched", "404"), 1.0, "{m:?}");
+    assert_eq!(requests("/metrics", "200"), 1.0, "the first scrape: {m:?}");
 }
 
 #[tokio::test]

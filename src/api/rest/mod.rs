@@ -59,6 +59,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             deadline,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .with_state(state)
 }
 
@@ -90,6 +94,25 @@ async fn deadline(
 
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Outside the deadline, so a 504 is counted as answered. `Router::layer` wraps each route,
+/// so the matched route template is known here (the fallback has none).
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    state
+        .engine
+        .telemetry()
+        .http_request(route.as_deref(), resp.status().as_u16());
+    resp
 }
 
 /// Prometheus scrape: like `/healthz`, answered without an API key (DESIGN §1); it shows
