@@ -871,7 +871,7 @@ async fn drive(args: Args) -> Result<bool, String> {
         rss,
     };
     let unexpected = report.tally.unexpected_errors();
-    let json = report.to_json();
+    let json = report.summary();
     print!("{}", Report::to_text(&json));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;

@@ -24,8 +24,10 @@ pub struct Tally {
 
 #[derive(Default)]
 pub struct KindTally {
-    /// Microseconds, one per request, whatever its outcome.
+    /// Microseconds, one per successful request (a refusal answers at once and would
+    /// only dilute the percentiles).
     pub micros: Vec<u64>,
+    pub requests: u64,
     pub ok: u64,
     pub refused: u64,
     pub errors: BTreeMap<String, u64>,
@@ -36,9 +38,12 @@ pub struct KindTally {
 impl Tally {
     pub fn record(&mut self, kind: &'static str, took: Duration, outcome: Outcome, detail: &str) {
         let k = self.kinds.entry(kind).or_default();
-        k.micros.push(took.as_micros() as u64);
+        k.requests += 1;
         match outcome {
-            Outcome::Ok => k.ok += 1,
+            Outcome::Ok => {
+                k.ok += 1;
+                k.micros.push(took.as_micros() as u64);
+            }
             Outcome::Refused => k.refused += 1,
             Outcome::Error(key) => {
                 k.samples
@@ -53,6 +58,7 @@ impl Tally {
         for (kind, o) in other.kinds {
             let k = self.kinds.entry(kind).or_default();
             k.micros.extend(o.micros);
+            k.requests += o.requests;
             k.ok += o.ok;
             k.refused += o.refused;
             for (e, n) in o.errors {
@@ -115,14 +121,14 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn to_json(&mut self) -> Value {
+    pub fn summary(&mut self) -> Value {
         let mut kinds = serde_json::Map::new();
         let mut all: Vec<u64> = Vec::new();
         let (mut total, mut ok, mut refused) = (0u64, 0u64, 0u64);
         let mut errors = serde_json::Map::new();
         for (name, k) in &mut self.tally.kinds {
             all.extend_from_slice(&k.micros);
-            let n = k.micros.len() as u64;
+            let n = k.requests;
             total += n;
             ok += k.ok;
             refused += k.refused;
@@ -141,6 +147,7 @@ impl Report {
                     "refused_429": k.refused,
                     "errors": k.errors.values().sum::<u64>(),
                     "per_second": n as f64 / self.seconds,
+                    "ok_per_second": k.ok as f64 / self.seconds,
                     "p50_ms": p.p50, "p90_ms": p.p90, "p99_ms": p.p99, "max_ms": p.max,
                 }),
             );
@@ -175,7 +182,7 @@ impl Report {
         })
     }
 
-    /// The human-readable report, from the JSON one so both always agree.
+    /// The human-readable report, from [`Report::summary`] so both always agree.
     pub fn to_text(report: &Value) -> String {
         let mut s = String::new();
         let o = &report["overall"];
@@ -190,27 +197,30 @@ impl Report {
             o["errors"],
         );
         s += &format!(
-            "{:<26} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<26} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
             "kind",
             "requests",
             "ok",
             "429",
             "errors",
             "req/s",
+            "ok/s",
             "p50 ms",
             "p90 ms",
             "p99 ms",
             "max ms"
         );
+        s += "(latency percentiles over the successful requests)\n";
         let row = |name: &str, k: &Value| {
             format!(
-                "{:<26} {:>8} {:>8} {:>6} {:>6} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
+                "{:<26} {:>8} {:>8} {:>6} {:>6} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}\n",
                 name,
                 k["requests"].as_u64().unwrap_or(0),
                 k["ok"].as_u64().unwrap_or(0),
                 k["refused_429"].as_u64().unwrap_or(0),
                 k["errors"].as_u64().unwrap_or(0),
                 k["per_second"].as_f64().unwrap_or(0.0),
+                k["ok_per_second"].as_f64().unwrap_or(0.0),
                 k["p50_ms"].as_f64().unwrap_or(0.0),
                 k["p90_ms"].as_f64().unwrap_or(0.0),
                 k["p99_ms"].as_f64().unwrap_or(0.0),
