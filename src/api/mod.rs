@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod grpc;
 pub mod rest;
+pub mod runtime;
 pub mod server;
 pub mod streaming;
 

@@ -245,9 +245,7 @@ fn serve_command(args: ServeArgs) -> Result<(), String> {
         tracing::info!(base_url = %c.base_url, model = %c.default_model,
             key = c.api_key.is_some(), "labelling provider: OpenAI-compatible");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let runtime = clusterd::api::runtime::build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let store = Store::open(&args.store).map_err(|e| e.to_string())?;
     runtime

@@ -169,6 +169,13 @@ pub(super) fn stored_assigner(
             )));
         }
     };
+    // A run that found no cluster (all noise) stores no centroid row, so clusters.parquet
+    // cannot tell their width; the record can, and vectors are checked against it.
+    let centroids = if centroids.rows() == 0 {
+        Matrix::zeros(0, record.dimension)
+    } else {
+        centroids
+    };
     Assigner::new(centroids, rule)
 }
 

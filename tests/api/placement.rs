@@ -382,6 +382,38 @@ async fn assign_to_a_density_run_gives_noise_far_from_every_core() {
 }
 
 #[tokio::test]
+async fn assign_to_a_run_that_found_only_noise_places_every_vector_as_noise() {
+    // Found by the load generator (examples/load.rs): such a run stores no centroid row,
+    // and assign panicked on a model zero features wide (500) instead of answering noise.
+    let fixture = reference_fixture("density_blobs");
+    let rows = fixture_rows(&fixture);
+    let server = TestServer::start();
+    upload_fixture_rows(&server, "dense", &fixture).await;
+    let body = fixture_request("dense", "dbscan", &json!({"eps": 1.0e-6, "min_samples": 5}));
+    let (status, out) = server.execute_rest(KEY_A, &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["num_clusters"], 0, "{out}");
+    let run_id = out["run_id"].as_str().expect("run_id").to_owned();
+    let path = format!("/v1/clusters/runs/{run_id}/assign");
+    let (status, placed) = post(&server, &path, &json!({"vectors": [rows[0], rows[1]]})).await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(placed["rule"], "nearest_core");
+    for a in placed["assignments"].as_array().expect("assignments") {
+        assert_eq!(a["cluster_id"], "noise", "{placed}");
+        assert!(a["distance_to_centroid"].is_null(), "{placed}");
+    }
+    // The width is still the run's: a vector of another width is the caller's error.
+    let (status, err) = post(
+        &server,
+        &path,
+        &json!({"vectors": [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["field"], "vectors[0]", "{err}");
+}
+
+#[tokio::test]
 async fn assign_rejects_bad_requests_naming_the_field() {
     let fixture = reference_fixture("kmeans_blobs");
     let server = TestServer::start();
