@@ -18,6 +18,7 @@ mod isolation;
 mod labelling;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod placement;
 mod runs;
 mod s3;

@@ -8,6 +8,7 @@ mod background;
 mod clusters;
 mod collections;
 mod dto;
+mod openapi;
 mod runs;
 
 use axum::Router;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/clusters/runs/{run_id}/assign", post(assign::assign))
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // We read bodies ourselves under our limits (`read_body`).
@@ -87,8 +89,15 @@ async fn deadline(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness (no key needed)",
+    responses((status = 200, description = "The server answers", body = dto::HealthJson))
+)]
 async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+    axum::Json(dto::HealthJson { status: "ok" }).into_response()
 }
 
 async fn not_found() -> Response {
@@ -126,13 +135,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
 
 /// `{"error": {"code", "message", "field"}}`, shared with gRPC status details.
 pub fn error_body(e: &ApiError) -> serde_json::Value {
-    serde_json::json!({
-        "error": {
-            "code": e.code.as_str(),
-            "message": e.message,
-            "field": e.field,
-        }
-    })
+    // Strings and an Option of one: serialising cannot fail.
+    serde_json::to_value(openapi::ErrorBody::from(e)).unwrap_or_default()
 }
 
 pub struct RestError(pub ApiError);
