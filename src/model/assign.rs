@@ -1,6 +1,7 @@
 //! Placing vectors into a stored run (`POST /v1/clusters/runs/{run_id}/assign`).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, validate_name};
 
@@ -56,7 +57,7 @@ impl AssignInput {
 }
 
 /// One placed vector, in request order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Assignment {
     /// The document, when placed by id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,10 +69,11 @@ pub struct Assignment {
     pub distance_to_centroid: Option<f64>,
     /// Position in the run's 2-D projection, when the run has one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f32>>, min_items = 2, max_items = 2)]
     pub coordinates: Option<[f32; 2]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AssignResponse {
     pub run_id: String,
     pub algorithm: String,

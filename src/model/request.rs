@@ -73,6 +73,22 @@ impl serde::Serialize for Algorithm {
     }
 }
 
+/// The JSON is the public name (custom `Serialize`), so the schema is written by hand: a
+/// string, one of the names of [`Algorithm::ALL`].
+impl utoipa::PartialSchema for Algorithm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|a| a.as_str())))
+            .description(Some(
+                "The clustering algorithm (scikit-learn's, by its public name).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Algorithm {}
+
 impl<'de> serde::Deserialize<'de> for Algorithm {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;

@@ -2,10 +2,11 @@
 //! renders it directly; `run.json` stores it), so field names here are the contract.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::request::Algorithm;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceInfo {
     /// "cpu" or "gpu".
     #[serde(rename = "type")]
@@ -14,7 +15,7 @@ pub struct DeviceInfo {
     pub backend: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Centroid {
     pub cluster_id: String,
     pub centroid_vector: Vec<f32>,
@@ -35,11 +36,12 @@ pub struct Centroid {
     pub level: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     pub document_id: String,
     pub collection_id: String,
     pub cluster_id: String,
+    /// Null for noise members (no centroid), and where the distance is not a number.
     pub distance_to_centroid: Option<f64>,
     /// Posterior probability of the member's cluster, for soft-assignment algorithms
     /// (`gaussian_mixture`); absent for the others.
@@ -47,7 +49,7 @@ pub struct Member {
     pub probability: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Metrics {
     pub silhouette_score: Option<f64>,
     pub davies_bouldin_score: Option<f64>,
@@ -60,7 +62,7 @@ pub struct Metrics {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExecuteResponse {
     pub success: bool,
     pub algorithm: Algorithm,
@@ -68,14 +70,23 @@ pub struct ExecuteResponse {
     pub num_documents: usize,
     pub centroids: Vec<Centroid>,
     pub execution_time_ms: u64,
+    // The reference marks only success, algorithm, num_clusters, num_documents, centroids
+    // and execution_time_ms required; clusterd always sends the rest, but a client written
+    // against the reference must not be told otherwise.
+    #[schema(required = false)]
     pub run_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     pub parquet_path: Option<String>,
     pub members_key: Option<String>,
     /// RFC 3339, UTC, second precision.
+    #[schema(required = false, format = DateTime)]
     pub created_at: String,
+    /// The random seed the run used (`random_state`, or the one drawn for it).
+    #[schema(required = false)]
     pub seed: u64,
+    /// Where the run computed.
+    #[schema(required = false)]
     pub device: DeviceInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
@@ -89,7 +100,7 @@ pub struct ExecuteResponse {
     pub placed_documents: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LabelingFailure {
     pub cluster_id: String,
     pub message: String,

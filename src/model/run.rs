@@ -3,11 +3,12 @@
 //! reported as completed.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::response::ExecuteResponse;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Running,
@@ -41,7 +42,7 @@ impl RunState {
 }
 
 /// Why a run failed, in the shape of the API's error body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -59,7 +60,7 @@ impl From<&ApiError> for RunError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunProgress {
     pub stage: String,
     pub fraction: f32,
@@ -85,7 +86,7 @@ impl RunProgress {
 }
 
 /// `status.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunStatus {
     pub run_id: String,
     pub status: RunState,
@@ -108,11 +109,12 @@ pub struct RunStatus {
 }
 
 /// What was asked, with every default resolved: enough to reproduce the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunRequestRecord {
     pub collection_ids: Vec<String>,
     pub algorithm: String,
     /// The algorithm's parameters with defaults filled in (scikit-learn names).
+    #[schema(value_type = Object)]
     pub algorithm_params: serde_json::Value,
     pub vector_name: Option<String>,
     pub normalize_features: bool,
@@ -123,9 +125,11 @@ pub struct RunRequestRecord {
     pub save_artifacts: bool,
     /// Labelling as it ran (provider, model, inputs), when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub llm_labeling: Option<serde_json::Value>,
     /// Attribute grouping as it ran (attribute_based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub attribute_config: Option<serde_json::Value>,
 }
 

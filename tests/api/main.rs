@@ -19,6 +19,7 @@ mod labelling;
 mod lifecycle;
 mod limits;
 mod observability;
+mod openapi;
 mod placement;
 mod runs;
 mod s3;

@@ -12,11 +12,54 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::dto::ExecuteBody;
+use super::openapi::ErrorBody;
 use super::{RestError, RestResult, caller, error_body, header, parse_json, read_body};
 use crate::api::AppState;
 use crate::api::streaming::{self, StreamItem};
 use crate::model::ExecuteInput;
 
+#[utoipa::path(
+    post,
+    path = "/v1/clusters/execute",
+    tag = "clusters",
+    summary = "Execute clustering",
+    description = "Clusters the documents of one or more collections and answers when the run \
+        is done: one JSON answer, or with `Accept: text/event-stream` Server-Sent Events. \
+        The body is at most `--max-json-bytes` (default 8 MiB); inline members \
+        (`include_members`) at most `--max-members` (default 100000); a run at most \
+        `--max-documents` documents and `--max-run-memory`. A request refused before the \
+        run starts is answered with its status and the error body, with or without \
+        streaming.",
+    request_body = ExecuteBody,
+    responses(
+        (status = 200, description = "The clustering. As `text/event-stream`: `event: progress` \
+            events (`{stage, fraction, iteration, inertia, documents}`), then `event: result` \
+            (this same ExecuteResponse JSON), then with `stream_artifacts` `event: artifact` \
+            pieces (`{name, offset, data_base64, last}`); a failure after the stream started \
+            is `event: error` with the error body, and ends the stream.",
+            content(
+                (crate::model::ExecuteResponse = "application/json"),
+                (String = "text/event-stream"),
+            )
+        ),
+        (status = 400, description = "Malformed JSON, wrong types, unknown fields or algorithm \
+            parameters, bad names, namespace_id other than X-Namespace", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "Namespace or internal_id not allowed for the key", body = ErrorBody),
+        (status = 404, description = "No such collection or vector column", body = ErrorBody),
+        (status = 413, description = "Body above --max-json-bytes, inline members above \
+            --max-members, or a run above --max-documents / --max-run-memory", body = ErrorBody),
+        (status = 422, description = "Out of range or inconsistent with the data (an algorithm \
+            parameter out of range, n_clusters above the documents, NaN in vectors)", body = ErrorBody),
+        (status = 429, description = "Run queue full (see the Retry-After header)", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 499, description = "The run was cancelled (client gone, server shutting down)", body = ErrorBody),
+        (status = 500, description = "Server fault", body = ErrorBody),
+        (status = 501, description = "An algorithm or option not built yet", body = ErrorBody),
+        (status = 504, description = "Not answered within --request-timeout-s (the run is \
+            cancelled; use /v1/clusters/submit for long runs)", body = ErrorBody),
+    )
+)]
 pub async fn execute(
     State(state): State<AppState>,
     headers: HeaderMap,

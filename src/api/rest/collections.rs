@@ -6,7 +6,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 
-use super::dto::{CollectionJson, DocumentsBody, ListQuery};
+use super::dto::{
+    CollectionDeletedJson, CollectionJson, CollectionsPageJson, DocumentsBody, ListQuery,
+    UploadJson,
+};
+use super::openapi::{CollectionIdPath, ErrorBody, ParquetFile};
 use super::{RestResult, header, parse_json, parse_query, read_body, scope};
 use crate::api::{AppState, page_limit};
 use crate::model::{ApiError, ApiResult, DocumentRecord, validate_name};
@@ -17,12 +21,43 @@ fn collection_path(path: Result<Path<String>, PathRejection>) -> ApiResult<Strin
     Ok(id)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{collection_id}/documents",
+    tag = "collections",
+    summary = "Add documents to a collection (created on first upload)",
+    description = "A Parquet file (`document_id` column, fixed-size-list float vector \
+        columns, other columns attributes), at most `--max-upload-bytes` (default 1 GiB), or \
+        JSON documents, at most `--max-json-bytes` (default 8 MiB). Re-uploading a \
+        document_id replaces it.",
+    params(CollectionIdPath),
+    request_body(
+        description = "Parquet (any of the three Parquet content types) or JSON documents",
+        content(
+            (ParquetFile = "application/vnd.apache.parquet"),
+            (ParquetFile = "application/x-parquet"),
+            (ParquetFile = "application/octet-stream"),
+            (DocumentsBody = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Stored", body = UploadJson),
+        (status = 400, description = "Bad collection id, content type, JSON or Parquet", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "Namespace not allowed for the key", body = ErrorBody),
+        (status = 409, description = "The columns conflict with the collection's schema", body = ErrorBody),
+        (status = 413, description = "Body above --max-upload-bytes (Parquet) or --max-json-bytes (JSON)", body = ErrorBody),
+        (status = 422, description = "Well-formed but unusable (NaN/inf in a vector, mixed dimensions)", body = ErrorBody),
+        (status = 500, description = "Server fault", body = ErrorBody),
+        (status = 504, description = "Not done within --request-timeout-s", body = ErrorBody),
+    )
+)]
 pub async fn upload(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
-) -> RestResult<Json<serde_json::Value>> {
+) -> RestResult<Json<UploadJson>> {
     let scope = scope(&state, &headers)?;
     let collection_id = collection_path(path)?;
     let content_type = header(&headers, "content-type")
@@ -61,11 +96,11 @@ pub async fn upload(
             .into());
         }
     };
-    Ok(Json(serde_json::json!({
-        "collection_id": summary.collection_id,
-        "documents": summary.documents,
-        "part_key": summary.part_key,
-    })))
+    Ok(Json(UploadJson {
+        collection_id: summary.collection_id,
+        documents: summary.documents,
+        part_key: summary.part_key,
+    }))
 }
 
 /// A JSON document: `document_id`, numeric arrays as vector columns, the rest attributes.
@@ -108,11 +143,27 @@ fn document_record(
     Ok(record)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/collections",
+    tag = "collections",
+    summary = "List the namespace's collections",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of collections", body = CollectionsPageJson),
+        (status = 400, description = "Unknown or malformed query parameter", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "Namespace not allowed for the key", body = ErrorBody),
+        (status = 422, description = "limit out of range", body = ErrorBody),
+        (status = 500, description = "Server fault", body = ErrorBody),
+        (status = 504, description = "Not done within --request-timeout-s", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> RestResult<Json<serde_json::Value>> {
+) -> RestResult<Json<CollectionsPageJson>> {
     let scope = scope(&state, &headers)?;
     let q: ListQuery = parse_query(query.as_deref())?;
     let limit = page_limit(q.limit)?;
@@ -122,17 +173,33 @@ pub async fn list(
         .list_collections(&scope, limit, q.page_token.as_deref())
         .await?;
     let collections: Vec<CollectionJson> = page.collections.into_iter().map(Into::into).collect();
-    Ok(Json(serde_json::json!({
-        "collections": collections,
-        "next_page_token": page.next_page_token,
-    })))
+    Ok(Json(CollectionsPageJson {
+        collections,
+        next_page_token: page.next_page_token,
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/collections/{collection_id}",
+    tag = "collections",
+    summary = "Delete a collection and its documents",
+    params(CollectionIdPath),
+    responses(
+        (status = 200, description = "Deleted", body = CollectionDeletedJson),
+        (status = 400, description = "Bad collection id", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 403, description = "Namespace not allowed for the key", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 500, description = "Server fault", body = ErrorBody),
+        (status = 504, description = "Not done within --request-timeout-s", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-) -> RestResult<Json<serde_json::Value>> {
+) -> RestResult<Json<CollectionDeletedJson>> {
     let scope = scope(&state, &headers)?;
     let collection_id = collection_path(path)?;
     state
@@ -140,8 +207,8 @@ pub async fn delete(
         .store()
         .delete_collection(&scope, &collection_id)
         .await?;
-    Ok(Json(serde_json::json!({
-        "collection_id": collection_id,
-        "deleted": true,
-    })))
+    Ok(Json(CollectionDeletedJson {
+        collection_id,
+        deleted: true,
+    }))
 }

@@ -8,6 +8,7 @@ mod background;
 mod clusters;
 mod collections;
 mod dto;
+mod openapi;
 mod runs;
 
 use axum::Router;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/clusters/runs/{run_id}/assign", post(assign::assign))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // We read bodies ourselves under our limits (`read_body`).
@@ -92,8 +94,15 @@ async fn deadline(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness (no key needed)",
+    responses((status = 200, description = "The server answers", body = dto::HealthJson))
+)]
 async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+    axum::Json(dto::HealthJson { status: "ok" }).into_response()
 }
 
 /// Outside the deadline, so a 504 is counted as answered. `Router::layer` wraps each route,
@@ -117,6 +126,22 @@ async fn count_request(
 
 /// Prometheus scrape: like `/healthz`, answered without an API key (DESIGN §1); it shows
 /// process-wide counts, nothing of any organisation's data.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    summary = "Prometheus metrics (no key needed)",
+    description = "Process-wide counters, gauges and histograms in the Prometheus text \
+        exposition format 0.0.4 (runs by algorithm and status, run latency, documents \
+        clustered and placed, runs by device, queue depth, bytes read from the store, REST \
+        requests by route); the README lists every metric.",
+    responses((
+        status = 200,
+        description = "The metrics",
+        content_type = "text/plain; version=0.0.4",
+        body = String
+    ))
+)]
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     match state.engine.metrics_text() {
         Ok(text) => (
@@ -166,13 +191,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
 
 /// `{"error": {"code", "message", "field"}}`, shared with gRPC status details.
 pub fn error_body(e: &ApiError) -> serde_json::Value {
-    serde_json::json!({
-        "error": {
-            "code": e.code.as_str(),
-            "message": e.message,
-            "field": e.field,
-        }
-    })
+    // Strings and an Option of one: serialising cannot fail.
+    serde_json::to_value(openapi::ErrorBody::from(e)).unwrap_or_default()
 }
 
 pub struct RestError(pub ApiError);
