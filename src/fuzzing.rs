@@ -34,6 +34,7 @@ fn caller() -> Caller {
 /// `POST /v1/clusters/execute` body: parsed and validated as the REST handler does, then
 /// the algorithm parameters as the engine checks them before reading any data.
 pub fn execute_json(bytes: &[u8]) -> ApiResult<()> {
+    log_errors();
     fn run(bytes: &[u8]) -> ApiResult<()> {
         let req = crate::api::rest::execute_request_from_json(bytes, &caller())?;
         params(&req)
@@ -44,6 +45,7 @@ pub fn execute_json(bytes: &[u8]) -> ApiResult<()> {
 /// `ClusterService.ExecuteClustering` message: decoded, converted and validated as the
 /// gRPC handler does, then the algorithm parameters as for [`execute_json`].
 pub fn execute_proto(bytes: &[u8]) -> ApiResult<()> {
+    log_errors();
     fn run(bytes: &[u8]) -> ApiResult<()> {
         // tonic answers a message prost cannot decode with `internal` before the handler
         // runs; here it is simply not a request.
@@ -59,6 +61,7 @@ pub fn execute_proto(bytes: &[u8]) -> ApiResult<()> {
 /// store, as the upload endpoint runs it; once accepted, the same bytes again (checked
 /// against the collection's first part), then every way a run reads the collection back.
 pub fn documents_parquet(bytes: &[u8]) -> ApiResult<()> {
+    log_errors();
     let body = Bytes::copy_from_slice(bytes);
     checked(block_on(async {
         let store = Store::in_memory();
@@ -76,6 +79,7 @@ pub fn documents_parquet(bytes: &[u8]) -> ApiResult<()> {
 /// A JSON documents upload body (`{"documents": [...]}`): decoded as the REST handler
 /// does, uploaded into an empty in-memory store, then read back as a run reads it.
 pub fn documents_json(bytes: &[u8]) -> ApiResult<()> {
+    log_errors();
     fn run(bytes: &[u8]) -> ApiResult<()> {
         let records = crate::api::rest::documents_from_json(bytes)?;
         block_on(async {
@@ -155,6 +159,18 @@ fn checked<T>(result: ApiResult<T>) -> ApiResult<T> {
         panic!("the bytes of a request caused an internal error: {e:?}");
     }
     result
+}
+
+/// `ApiError::internal` keeps its detail for the log: show error events on stderr, so a
+/// finding's output says what failed.
+fn log_errors() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::ERROR)
+            .try_init();
+    });
 }
 
 /// One runtime for every input: the store and the upload path are async, and the upload

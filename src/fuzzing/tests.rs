@@ -86,3 +86,34 @@ fn a_body_that_is_not_parquet_is_refused_naming_the_body() {
     assert_eq!(e.code, ErrorCode::InvalidRequest);
     assert_eq!(e.field.as_deref(), Some("body"));
 }
+
+fn regression(target: &str, name: &str) -> Vec<u8> {
+    let path = fuzz_dir().join("regressions").join(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn assert_not_parquet(e: ApiError) {
+    assert_eq!(e.code, ErrorCode::InvalidRequest, "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("body"), "{e:?}");
+    assert!(e.message.contains("not a readable Parquet file"), "{e:?}");
+}
+
+#[test]
+fn a_parquet_upload_with_invalid_utf8_in_a_string_is_refused_naming_the_body_not_a_500() {
+    for name in ["invalid_utf8_string", "invalid_utf8_string_small"] {
+        let bytes = regression("documents_parquet", name);
+        assert_not_parquet(documents_parquet(&bytes).expect_err("invalid UTF-8"));
+    }
+}
+
+#[test]
+fn a_parquet_column_chunk_at_a_negative_offset_is_refused_naming_the_body_not_a_panic() {
+    let bytes = regression("documents_parquet", "negative_column_chunk_offset");
+    assert_not_parquet(documents_parquet(&bytes).expect_err("a negative offset"));
+}
+
+#[test]
+fn a_parquet_column_chunk_past_the_end_of_the_upload_is_refused_naming_the_body_not_a_500() {
+    let bytes = regression("documents_parquet", "column_chunk_past_the_end");
+    assert_not_parquet(documents_parquet(&bytes).expect_err("a chunk past the end"));
+}
