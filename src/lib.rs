@@ -5,6 +5,8 @@
 pub mod algorithms;
 pub mod api;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod labeling;
 pub mod metrics;

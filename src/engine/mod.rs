@@ -41,6 +41,7 @@ pub use lifecycle::{HEARTBEAT, STALE_AFTER};
 use lifecycle::{RunRecorder, now_rfc3339};
 use placement::RunModel;
 use plan::Plan;
+pub(crate) use plan::check_params;
 use registry::{Registration, Registry, Signal};
 use result::{MemberSource, Placed, Rendered, RunMembers};
 use retention::Retention;

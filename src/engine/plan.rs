@@ -41,6 +41,21 @@ pub(super) struct Fitted {
     pub rule: PlacementRule,
 }
 
+/// The algorithm's parameters checked as a run checks them: into the typed parameters
+/// before any data is read, against `documents` when given, as once the data is loaded,
+/// and resolved as the run record writes them. For `crate::fuzzing`, which must reach
+/// every check a request alone can trigger.
+pub(crate) fn check_params(
+    req: &ExecuteRequest,
+    documents: Option<usize>,
+) -> ApiResult<serde_json::Value> {
+    let plan = Plan::from_request(req)?;
+    if let Some(n) = documents {
+        plan.check_against_data(n)?;
+    }
+    Ok(serde_json::json!({ "seed": plan.seed(), "params": plan.resolved_params() }))
+}
+
 impl Plan {
     pub fn from_request(req: &ExecuteRequest) -> ApiResult<Self> {
         let params = &req.algorithm_params;

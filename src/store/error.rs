@@ -37,10 +37,14 @@ pub(crate) fn internal_os(e: object_store::Error) -> ApiError {
 
 /// Split Parquet failures: I/O underneath (our reader wraps object-store errors as
 /// `External`) is internal, anything else means the bytes are not valid Parquet and the
-/// caller gets `on_data(message)`.
+/// caller gets `on_data(message)`. parquet wraps data errors as `External` too (invalid
+/// UTF-8 in a string column, a corrupt snappy or zstd page, an Arrow error while
+/// decoding), so only an object-store error inside is the server's problem.
 pub(crate) fn parquet_error(e: ParquetError, on_data: impl FnOnce(String) -> ApiError) -> ApiError {
     match e {
-        ParquetError::External(inner) => ApiError::internal(inner),
+        ParquetError::External(inner) if inner.is::<object_store::Error>() => {
+            ApiError::internal(inner)
+        }
         other => on_data(other.to_string()),
     }
 }

@@ -290,6 +290,16 @@ impl Store {
         self.bytes_read.clone()
     }
 
+    /// A store held in memory, for `crate::fuzzing`: one per input, nothing to clean up.
+    pub(crate) fn in_memory() -> Store {
+        let mem: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        Store {
+            probe: Arc::clone(&mem),
+            inner: mem,
+            description: "memory".to_owned(),
+        }
+    }
+
     /// One listing of the store root, so that a missing bucket, a wrong endpoint or bad
     /// credentials stop the server at start-up with the cause, instead of turning every
     /// later request into an internal error.

@@ -57,8 +57,28 @@ impl ObjectReader {
     }
 }
 
+impl ObjectReader {
+    /// A range the footer asks for must lie inside the object. A corrupt file's footer can
+    /// point anywhere; asked for as is, the store would fail the request, which reads as
+    /// an I/O failure (a 500) instead of what it is: bytes that are not valid Parquet.
+    fn check_range(&self, range: &Range<u64>) -> PqResult<()> {
+        match self.size {
+            Some(size) if range.start > range.end || range.end > size => {
+                Err(ParquetError::EOF(format!(
+                    "the file refers to bytes {}..{} but holds {size}",
+                    range.start, range.end
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, PqResult<Bytes>> {
+        if let Err(e) = self.check_range(&range) {
+            return futures::future::ready(Err(e)).boxed();
+        }
         self.store
             .get_range(&self.path, range)
             .map_err(to_parquet_err)
@@ -67,6 +87,9 @@ impl AsyncFileReader for ObjectReader {
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, PqResult<Vec<Bytes>>> {
         async move {
+            for range in &ranges {
+                self.check_range(range)?;
+            }
             self.store
                 .get_ranges(&self.path, &ranges)
                 .await
@@ -137,7 +160,34 @@ async fn open_part_with(
 ) -> PqResult<(ObjectReader, ArrowReaderMetadata)> {
     let mut reader = ObjectReader::new(Arc::clone(store), part);
     let meta = ArrowReaderMetadata::load_async(&mut reader, options).await?;
+    check_chunks(&meta, part.size)?;
     Ok((reader, meta))
+}
+
+/// Every column chunk the footer declares must lie inside the file: parquet asserts (a
+/// panic) on a negative offset or length when it plans the reads of a row group, and a
+/// chunk past the end would be asked of the store as is. Both are corrupt uploads.
+fn check_chunks(meta: &ArrowReaderMetadata, size: u64) -> PqResult<()> {
+    for (g, group) in meta.metadata().row_groups().iter().enumerate() {
+        for chunk in group.columns() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let len = chunk.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l));
+            if end.is_none_or(|end| end > size) {
+                return Err(ParquetError::General(format!(
+                    "row group {g}: the column chunk of {} at offset {start} with {len} bytes \
+                     lies outside the file's {size} bytes",
+                    chunk.column_path()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Element type of a vector column.

@@ -29,7 +29,7 @@ impl ClusterApi {
         request: Request<pb::ExecuteClusteringRequest>,
     ) -> ApiResult<(Caller, ExecuteRequest)> {
         let caller = caller_from_metadata(&self.state, request.metadata())?;
-        let req = convert::execute_input(request.into_inner()).validate(&caller)?;
+        let req = convert::execute_request_from_proto(request.into_inner(), &caller)?;
         Ok((caller, req))
     }
 }

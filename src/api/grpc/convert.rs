@@ -104,6 +104,15 @@ pub fn execute_input(req: pb::ExecuteClusteringRequest) -> ExecuteInput {
     }
 }
 
+/// An execute request as the gRPC handler reads it: the message into the checked request.
+/// The fuzz target `execute_proto` drives this same function.
+pub(crate) fn execute_request_from_proto(
+    req: pb::ExecuteClusteringRequest,
+    caller: &crate::model::Caller,
+) -> ApiResult<crate::model::ExecuteRequest> {
+    execute_input(req).validate(caller)
+}
+
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }

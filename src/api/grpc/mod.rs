@@ -11,6 +11,9 @@ pub use cluster_service::ClusterApi;
 pub use collection_service::CollectionApi;
 pub use status::to_status;
 
+// The handler's request decoding, for `crate::fuzzing`.
+pub(crate) use convert::execute_request_from_proto;
+
 /// Generated protobuf and tonic code.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]

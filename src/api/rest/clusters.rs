@@ -67,8 +67,7 @@ pub async fn execute(
 ) -> RestResult<Response> {
     let caller = caller(&state, &headers)?;
     let bytes = read_body(&headers, body, state.limits.max_json_bytes).await?;
-    let input: ExecuteInput = parse_json::<ExecuteBody>(&bytes)?.into();
-    let req = input.validate(&caller)?;
+    let req = execute_request_from_json(&bytes, &caller)?;
     if wants_event_stream(&headers) {
         return event_stream(state, caller, req).await;
     }
@@ -80,6 +79,17 @@ pub async fn execute(
     }
     let response = crate::api::execute_unary(&state, caller, req).await?;
     Ok(Json(response).into_response())
+}
+
+/// An execute body as the handler reads it: JSON into the checked request (everything
+/// but the algorithm's parameters, which the engine checks). The fuzz target
+/// `execute_json` drives this same function.
+pub(crate) fn execute_request_from_json(
+    bytes: &[u8],
+    caller: &crate::model::Caller,
+) -> crate::model::ApiResult<crate::model::ExecuteRequest> {
+    let input: ExecuteInput = parse_json::<ExecuteBody>(bytes)?.into();
+    input.validate(caller)
 }
 
 /// `Accept` names `text/event-stream` (alone or among other types).

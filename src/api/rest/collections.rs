@@ -75,13 +75,7 @@ pub async fn upload(
         }
         "application/json" => {
             let bytes = read_body(&headers, body, state.limits.max_json_bytes).await?;
-            let docs = parse_json::<DocumentsBody>(&bytes)?;
-            let records = docs
-                .documents
-                .into_iter()
-                .enumerate()
-                .map(|(i, d)| document_record(i, d))
-                .collect::<ApiResult<Vec<_>>>()?;
+            let records = documents_from_json(&bytes)?;
             store
                 .upload_documents(&scope, &collection_id, records)
                 .await?
@@ -101,6 +95,17 @@ pub async fn upload(
         documents: summary.documents,
         part_key: summary.part_key,
     }))
+}
+
+/// A JSON documents body (`{"documents": [...]}`) as the upload handler reads it; the
+/// fuzz target `documents_json` drives this same function.
+pub(crate) fn documents_from_json(bytes: &[u8]) -> ApiResult<Vec<DocumentRecord>> {
+    parse_json::<DocumentsBody>(bytes)?
+        .documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| document_record(i, d))
+        .collect()
 }
 
 /// A JSON document: `document_id`, numeric arrays as vector columns, the rest attributes.

@@ -11,6 +11,10 @@ mod dto;
 mod openapi;
 mod runs;
 
+// The handlers' request decoding, for `crate::fuzzing`.
+pub(crate) use clusters::execute_request_from_json;
+pub(crate) use collections::documents_from_json;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;

@@ -1,0 +1,6 @@
+
+c1
+c25
+attribute_based:"
+category
+brandmost_frequent
