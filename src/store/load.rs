@@ -333,7 +333,10 @@ impl Remainder {
                     format!("part {file} of collection {collection}: {m}"),
                 )
             };
-            match stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
+            match super::reader::next_checked_batch(stream)
+                .await
+                .map_err(|e| parquet_error(e, bad))?
+            {
                 Some(rb) => {
                     let rows = rb.num_rows();
                     let ids = part
@@ -473,9 +476,18 @@ async fn vector_dimension(states: &[PartState], column: &str) -> ApiResult<usize
         if let Some(d) = vector_type(field.data_type()).and_then(|t| t.fixed_dim) {
             return Ok(d);
         }
+        let corrupt = |m: String| {
+            ApiError::invalid_parameter(
+                &format!("collection_ids[{}]", s.collection),
+                format!(
+                    "part {}: the first {column} vector does not decode: {m}",
+                    s.file()
+                ),
+            )
+        };
         if let Some(d) = reader::first_list_length(s.reader.clone(), &s.meta, column)
             .await
-            .map_err(|e| parquet_error(e, ApiError::internal))?
+            .map_err(|e| parquet_error(e, corrupt))?
         {
             return Ok(d);
         }
@@ -753,7 +765,10 @@ async fn read_ids(
         .build()
         .map_err(|e| parquet_error(e, bad))?;
     let mut out = Vec::with_capacity(rows);
-    while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
+    while let Some(batch) = super::reader::next_checked_batch(&mut stream)
+        .await
+        .map_err(|e| parquet_error(e, bad))?
+    {
         ctx.checkpoint()?;
         let ids = reader::document_ids(&batch)
             .ok_or_else(|| ApiError::internal("document_id vanished from a projected batch"))?;
@@ -900,7 +915,10 @@ async fn read_columns(
                 .build()
                 .map_err(|e| parquet_error(e, bad))?;
         let mut row = 0usize;
-        while let Some(batch) = stream.try_next().await.map_err(|e| parquet_error(e, bad))? {
+        while let Some(batch) = super::reader::next_checked_batch(&mut stream)
+            .await
+            .map_err(|e| parquet_error(e, bad))?
+        {
             ctx.checkpoint()?;
             let n = batch.num_rows();
             let ids = kept

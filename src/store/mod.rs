@@ -293,11 +293,7 @@ impl Store {
     /// A store held in memory, for `crate::fuzzing`: one per input, nothing to clean up.
     pub(crate) fn in_memory() -> Store {
         let mem: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        Store {
-            probe: Arc::clone(&mem),
-            inner: mem,
-            description: "memory".to_owned(),
-        }
+        Store::counted(Arc::clone(&mem), mem, "memory".to_owned())
     }
 
     /// One listing of the store root, so that a missing bucket, a wrong endpoint or bad
@@ -460,10 +456,26 @@ impl Store {
                 Some(d) => d,
                 None => {
                     let (reader, meta) = &footers[i];
-                    reader::first_list_length(reader.clone(), meta, &name)
-                        .await
-                        .map_err(|e| parquet_error(e, ApiError::internal))?
-                        .unwrap_or(0)
+                    match reader::first_list_length(reader.clone(), meta, &name).await {
+                        Ok(d) => d.unwrap_or(0),
+                        // A store failure is ours (500); a part whose pages do not decode
+                        // (written past the upload's checks) leaves the dimension unknown
+                        // in the listing, and a run reading it fails naming the part.
+                        Err(e) => {
+                            let mut corrupt = None;
+                            let err = parquet_error(e, |m| {
+                                corrupt = Some(m.clone());
+                                ApiError::internal(m)
+                            });
+                            let Some(m) = corrupt else { return Err(err) };
+                            tracing::warn!(
+                                collection = id,
+                                column = name.as_str(),
+                                "a part's first vector does not decode: {m}"
+                            );
+                            0
+                        }
+                    }
                 }
             };
             vector_columns.push(VectorColumnInfo {

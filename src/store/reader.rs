@@ -252,6 +252,25 @@ pub(crate) fn projection(meta: &ArrowReaderMetadata, roots: Vec<usize>) -> Proje
 
 /// The length of the first non-null value of a List vector column: the schema does not
 /// say, so read until one is found.
+/// The next batch of a Parquet stream over a client's bytes (an upload being validated, or
+/// a stored part a run reads: upload validation decodes the ids and vectors, not every
+/// attribute page). parquet 60 panics on some corrupt pages instead of failing (a
+/// dictionary key past the dictionary of a fixed-length column slices out of bounds): that
+/// is corrupt data, answered as a Parquet error, not a server failure.
+pub(crate) async fn next_checked_batch<S>(stream: &mut S) -> PqResult<Option<RecordBatch>>
+where
+    S: futures::Stream<Item = PqResult<RecordBatch>> + Unpin,
+{
+    std::panic::AssertUnwindSafe(stream.try_next())
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(ParquetError::General(
+                "a page could not be decoded (the decoder failed on corrupt data)".to_owned(),
+            ))
+        })
+}
+
 pub(crate) async fn first_list_length(
     reader: ObjectReader,
     meta: &ArrowReaderMetadata,
@@ -265,7 +284,7 @@ pub(crate) async fn first_list_length(
     let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
         .with_projection(mask)
         .build()?;
-    while let Some(batch) = stream.try_next().await? {
+    while let Some(batch) = next_checked_batch(&mut stream).await? {
         let Some(view) = batch
             .column_by_name(column)
             .and_then(|c| VectorView::new(c.as_ref()))

@@ -998,3 +998,61 @@ async fn a_run_above_its_limits_is_refused_before_reading_vectors_naming_sample_
     r.sample_size = Some(89);
     assert!(store.load(&s, &r, &ctx()).await.is_ok());
 }
+
+/// A part that reached the store without the upload's checks (written by another tool into
+/// the collection's folder) whose pages make parquet 60 panic while decoding (the fuzzer's
+/// dictionary key past a fixed-length dictionary): the listing still answers (it decoded
+/// the first vector to learn the dimension: that panic was a 500), and a run fails naming
+/// the collection and the part, as for any corrupt part. (This file's run fails at its page
+/// index already; the run's batch reads carry the same panic guard as the upload's.)
+#[tokio::test]
+async fn a_stored_part_whose_pages_make_the_decoder_panic_is_listed_and_fails_runs_naming_it() {
+    let bytes =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fuzz/regressions/documents_parquet/dictionary_key_past_a_fixed_length_dictionary",
+        ))
+        .unwrap();
+    let store = temp_store("decoder-panic");
+    let s = scope();
+    put_raw(
+        &store,
+        "c1",
+        "part-0000000000001-0badf00d.parquet",
+        Bytes::from(bytes),
+    )
+    .await;
+    let info = store
+        .list_collections(&s, 10, None)
+        .await
+        .unwrap()
+        .collections
+        .into_iter()
+        .next()
+        .expect("the part's footer is readable");
+    let mut vectors: Vec<Option<String>> = info
+        .vector_columns
+        .into_iter()
+        .map(|v| Some(v.name))
+        .collect();
+    if vectors.is_empty() {
+        vectors.push(None);
+    }
+    let mut refused = 0;
+    for vector in vectors {
+        let mut r = req(&["c1"], vector.as_deref());
+        r.attributes = info.attribute_columns.clone();
+        let ctx = RunContext::new(0, DeviceKind::Cpu);
+        let load = tokio::spawn({
+            let store = store.clone();
+            let s = s.clone();
+            async move { store.load(&s, &r, &ctx).await.map(|_| ()) }
+        });
+        let answer = load.await.expect("the load answers instead of panicking");
+        if let Err(e) = answer {
+            assert_ne!(e.code, ErrorCode::Internal, "{e:?}");
+            assert_eq!(e.field.as_deref(), Some("collection_ids[0]"), "{e:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no read of the corrupt part was refused");
+}

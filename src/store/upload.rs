@@ -14,7 +14,6 @@ use arrow_array::{
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema};
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
@@ -274,7 +273,7 @@ async fn validate_staged(store: &Store, staged: &Part) -> ApiResult<StagedUpload
         .map_err(|e| parquet_error(e, not_parquet))?;
     let mut row_base = 0usize;
     let mut scratch = Vec::new();
-    while let Some(batch) = next_checked_batch(&mut stream)
+    while let Some(batch) = super::reader::next_checked_batch(&mut stream)
         .await
         .map_err(|e| parquet_error(e, not_parquet))?
     {
@@ -346,25 +345,6 @@ async fn validate_staged(store: &Store, staged: &Part) -> ApiResult<StagedUpload
         row_base += batch.num_rows();
     }
     Ok(StagedUpload { rows, columns })
-}
-
-/// The next batch of an upload being validated. parquet 60 panics on some corrupt pages
-/// instead of failing (a dictionary key past the dictionary of a fixed-length column
-/// slices out of bounds); an upload is a client's bytes, so that is a corrupt upload, not
-/// a server failure.
-async fn next_checked_batch<S>(stream: &mut S) -> parquet::errors::Result<Option<RecordBatch>>
-where
-    S: futures::Stream<Item = parquet::errors::Result<RecordBatch>> + Unpin,
-{
-    use futures::FutureExt;
-    std::panic::AssertUnwindSafe(stream.try_next())
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            Err(parquet::errors::ParquetError::General(
-                "a page could not be decoded (the decoder failed on corrupt data)".to_owned(),
-            ))
-        })
 }
 
 /// The inferred Arrow type of a JSON attribute.
