@@ -55,11 +55,11 @@ cargo clippy --release --all-targets -- -D warnings
 export CLUSTERD_REQUIRE_S3=1
 echo "== cargo test"
 cargo test --release
-# The load generator (examples/load.rs) that `cargo test` just built, against the server
-# binary it built: 64 clients for 10 s of mixed requests; any error other than a 429
-# queue-full refusal fails the run.
+# The load generator (examples/load.rs) that `cargo test` just built (under
+# CARGO_TARGET_DIR in CI, see .ci/run), against the server binary it built: 64 clients
+# for 10 s of mixed requests; any error other than a 429 queue-full refusal fails the run.
 echo "== load smoke: 64 clients, 10 s"
-target/release/examples/load --clients 64 --seconds 10
+"${CARGO_TARGET_DIR:-target}/release/examples/load" --clients 64 --seconds 10
 echo "== cargo test --test api, on S3 (moto)"
 s3_started=$(date +%s)
 CLUSTERD_TEST_STORE=s3 cargo test --release --test api
