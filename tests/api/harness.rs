@@ -301,6 +301,21 @@ impl TestServer {
         page
     }
 
+    /// Organisation A's run `run_id` in `NS` (`GET /v1/clusters/runs/{run_id}`, 200 asserted).
+    pub async fn run_view(&self, run_id: &str) -> Value {
+        let (status, run) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/clusters/runs/{run_id}"),
+                Some(KEY_A),
+                NS,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        run
+    }
+
     /// GET `path` as `key` in namespace `NS`, returning the raw body (artifacts).
     /// A stored artifact of a run of organisation A, read as Parquet (200 asserted).
     pub async fn artifact(&self, run_id: &str, name: &str) -> Vec<arrow_array::RecordBatch> {

@@ -118,16 +118,7 @@ async fn offline_labels_name_each_cluster_by_its_planted_words_everywhere_they_a
         .filter_map(|c| c["label"].as_str())
         .collect();
     assert_eq!(labels, response_labels);
-    let (status, run) = server
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/clusters/runs/{run_id}"),
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{run}");
+    let run = server.run_view(run_id).await;
     assert_eq!(run["request"]["llm_labeling"]["provider"], "offline");
     assert_eq!(
         run["result"]["centroids"][0]["label"],

@@ -69,20 +69,6 @@ async fn start_run_on(
     (first_running_run(server).await, call)
 }
 
-async fn run_status(server: &TestServer, run_id: &str) -> Value {
-    let (status, run) = server
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/clusters/runs/{run_id}"),
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{run}");
-    run
-}
-
 #[tokio::test]
 async fn a_server_killed_mid_run_leaves_a_run_that_the_next_start_marks_interrupted() {
     let flags = ["--run-stale-after-s", "1"];
@@ -93,7 +79,7 @@ async fn a_server_killed_mid_run_leaves_a_run_that_the_next_start_marks_interrup
     // Older than the stale bound (the dead server's last heartbeat was ≤ 5 s ago).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let restarted = TestServer::start_in_with(dir, options(&flags));
-    let run = run_status(&restarted, &run_id).await;
+    let run = restarted.run_view(&run_id).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(
         run["error"]["message"]
@@ -131,7 +117,7 @@ async fn sigterm_stops_running_work_records_it_cancelled_and_exits_in_time() {
     assert_eq!(body["error"]["code"], "cancelled");
 
     let restarted = TestServer::start_in_with(dir, Options::default());
-    let run = run_status(&restarted, &run_id).await;
+    let run = restarted.run_view(&run_id).await;
     assert_eq!(run["status"], "cancelled", "{run}");
 }
 
@@ -150,7 +136,7 @@ async fn a_store_failure_mid_run_fails_the_run_with_its_error_and_no_run_json() 
     let (status, body) = call.await.expect("caller");
     assert_eq!(status, 500, "a store fault is the server's: {body}");
     assert_eq!(body["error"]["code"], "internal");
-    let run = run_status(&server, &run_id).await;
+    let run = server.run_view(&run_id).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"]["message"].is_string(), "{run}");
     assert!(

@@ -206,20 +206,6 @@ async fn post(server: &TestServer, path: &str, body: Option<&Value>) -> (u16, Va
         .await
 }
 
-async fn run_status(server: &TestServer, run_id: &str) -> Value {
-    let (status, run) = server
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/clusters/runs/{run_id}"),
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{run}");
-    run
-}
-
 /// Long enough to still run when cancelled, on a loaded 2-core machine.
 const FOREVER: u64 = 1_000_000;
 
@@ -411,7 +397,7 @@ async fn run_counters_grow_by_exactly_the_runs_that_completed_failed_and_were_ca
         "read {read} bytes, the file has {small_len}"
     );
     assert_eq!(after.value("clusterd_runs_in_progress", &[]), 0.0);
-    assert_eq!(run_status(&server, &run_id).await["status"], "cancelled");
+    assert_eq!(server.run_view(&run_id).await["status"], "cancelled");
 }
 
 #[tokio::test]
@@ -453,14 +439,14 @@ async fn queue_depth_shows_a_submitted_run_waiting_for_the_only_slot_then_zero_w
     let (status, body) = post(&server, &format!("/v1/clusters/runs/{holder}/cancel"), None).await;
     assert_eq!(status, 200, "{body}");
     let start = Instant::now();
-    while run_status(&server, &waiting).await["status"] == "running" {
+    while server.run_view(&waiting).await["status"] == "running" {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the queued run never finished"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(run_status(&server, &waiting).await["status"], "completed");
+    assert_eq!(server.run_view(&waiting).await["status"], "completed");
     let m = metrics_when(&server, |m| {
         m.value("clusterd_runs_in_progress", &[]) == 0.0
     })

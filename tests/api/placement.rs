@@ -179,16 +179,7 @@ async fn a_sampled_kmeans_run_places_every_other_document_at_its_nearest_centroi
     }
 
     // The run records what it did.
-    let (status, run) = server
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/clusters/runs/{run_id}"),
-            Some(KEY_A),
-            NS,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{run}");
+    let run = server.run_view(&run_id).await;
     assert_eq!(run["result"]["placed_documents"], n - 150);
 }
 
