@@ -41,10 +41,15 @@ pub(crate) fn internal_os(e: object_store::Error) -> ApiError {
 /// UTF-8 in a string column, a corrupt snappy or zstd page, an Arrow error while
 /// decoding), so only an object-store error inside is the server's problem.
 pub(crate) fn parquet_error(e: ParquetError, on_data: impl FnOnce(String) -> ApiError) -> ApiError {
-    match e {
-        ParquetError::External(inner) if inner.is::<object_store::Error>() => {
-            ApiError::internal(inner)
-        }
-        other => on_data(other.to_string()),
+    if is_store_failure(&e) {
+        ApiError::internal(e)
+    } else {
+        on_data(e.to_string())
     }
+}
+
+/// The store failed underneath a Parquet read (the server's problem), as opposed to bytes
+/// that are not valid Parquet (see [`parquet_error`]).
+pub(crate) fn is_store_failure(e: &ParquetError) -> bool {
+    matches!(e, ParquetError::External(inner) if inner.is::<object_store::Error>())
 }

@@ -461,17 +461,14 @@ impl Store {
                         // A store failure is ours (500); a part whose pages do not decode
                         // (written past the upload's checks) leaves the dimension unknown
                         // in the listing, and a run reading it fails naming the part.
+                        Err(e) if error::is_store_failure(&e) => {
+                            return Err(ApiError::internal(e));
+                        }
                         Err(e) => {
-                            let mut corrupt = None;
-                            let err = parquet_error(e, |m| {
-                                corrupt = Some(m.clone());
-                                ApiError::internal(m)
-                            });
-                            let Some(m) = corrupt else { return Err(err) };
                             tracing::warn!(
                                 collection = id,
                                 column = name.as_str(),
-                                "a part's first vector does not decode: {m}"
+                                "a part's first vector does not decode: {e}"
                             );
                             0
                         }

@@ -1056,3 +1056,45 @@ async fn a_stored_part_whose_pages_make_the_decoder_panic_is_listed_and_fails_ru
     }
     assert!(refused > 0, "no read of the corrupt part was refused");
 }
+
+/// The same corrupt part as the newest of a collection: an upload whose vector column it
+/// shares cannot be checked against it, and is refused naming the collection and the part
+/// (409), not answered 500.
+#[tokio::test]
+async fn an_upload_onto_a_newest_part_that_does_not_decode_is_a_conflict_naming_the_part() {
+    let bytes =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fuzz/regressions/documents_parquet/dictionary_key_past_a_fixed_length_dictionary",
+        ))
+        .unwrap();
+    let store = temp_store("corrupt-newest");
+    let s = scope();
+    put_raw(
+        &store,
+        "c1",
+        "part-0000000000001-0badf00d.parquet",
+        Bytes::from(bytes),
+    )
+    .await;
+    // The corrupt part's `v16` (a list of float16, whose dictionary page is the corrupt
+    // one): the same column type reaches the dimension check, which decodes the part's
+    // first vector.
+    let mut v16 = ListBuilder::new(Float16Builder::new());
+    v16.values()
+        .append_slice(&[f16::from_f32(1.0), f16::from_f32(2.0)]);
+    v16.append(true);
+    let body = parquet(
+        vec![
+            ("document_id", ids(&["d1"])),
+            ("v16", Arc::new(v16.finish())),
+        ],
+        None,
+    );
+    let e = store.upload_parquet(&s, "c1", body).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("collection_id"), "{e:?}");
+    assert!(
+        e.message.contains("part-0000000000001-0badf00d.parquet"),
+        "{e:?}"
+    );
+}

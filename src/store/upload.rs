@@ -135,9 +135,21 @@ impl Store {
         let Some(newest) = parts.last() else {
             return Ok(());
         };
+        // A newest part that is not valid Parquet (written past our checks, into the
+        // collection's folder) is the collection's state, not a server failure.
+        let corrupt = |m: String| {
+            ApiError::conflict(
+                Some("collection_id"),
+                format!(
+                    "the collection's newest part {} is not readable Parquet, so this upload \
+                     cannot be checked against it: {m}",
+                    paths::file_name(&newest.location)
+                ),
+            )
+        };
         let (existing_reader, existing) = reader::open_part(&self.inner, newest)
             .await
-            .map_err(|e| parquet_error(e, ApiError::internal))?;
+            .map_err(|e| parquet_error(e, corrupt))?;
         for field in existing.schema().fields() {
             let name = field.name();
             let ours = upload.columns.get(name.as_str());
@@ -159,7 +171,7 @@ impl Store {
                         Some(d) => Some(d),
                         None => reader::first_list_length(existing_reader.clone(), &existing, name)
                             .await
-                            .map_err(|e| parquet_error(e, ApiError::internal))?,
+                            .map_err(|e| parquet_error(e, corrupt))?,
                     };
                     if let (Some(a), Some(b)) = (existing_dim, dim)
                         && a != *b
