@@ -209,6 +209,21 @@ async fn post(server: &TestServer, path: &str, body: Option<&Value>) -> (u16, Va
 /// Long enough to still run when cancelled, on a loaded 2-core machine.
 const FOREVER: u64 = 1_000_000;
 
+/// A background k-means on the slow collection, returned once it holds a run slot (the
+/// in-progress gauge says 1); it computes until cancelled.
+async fn submit_a_run_that_computes_until_cancelled(server: &TestServer) -> String {
+    let (status, out) = post(
+        server,
+        "/v1/clusters/submit",
+        Some(&kmeans(SLOW, 40, FOREVER)),
+    )
+    .await;
+    assert_eq!(status, 202, "{out}");
+    let run_id = out["run_id"].as_str().expect("run_id").to_owned();
+    metrics_when(server, |m| m.value("clusterd_runs_in_progress", &[]) == 1.0).await;
+    run_id
+}
+
 #[tokio::test]
 async fn metrics_answer_without_a_key_in_the_prometheus_text_format_while_other_routes_need_one() {
     let server = TestServer::start_with(Options::default());
@@ -306,18 +321,7 @@ async fn run_counters_grow_by_exactly_the_runs_that_completed_failed_and_were_ca
     assert_eq!(body["error"]["code"], "not_found");
 
     // Cancelled: a background run stopped while it computes.
-    let (status, out) = post(
-        &server,
-        "/v1/clusters/submit",
-        Some(&kmeans(SLOW, 40, FOREVER)),
-    )
-    .await;
-    assert_eq!(status, 202, "{out}");
-    let run_id = out["run_id"].as_str().expect("run_id").to_owned();
-    metrics_when(&server, |m| {
-        m.value("clusterd_runs_in_progress", &[]) == 1.0
-    })
-    .await;
+    let run_id = submit_a_run_that_computes_until_cancelled(&server).await;
     let (status, body) = post(&server, &format!("/v1/clusters/runs/{run_id}/cancel"), None).await;
     assert_eq!(status, 200, "{body}");
 
@@ -416,18 +420,7 @@ async fn queue_depth_shows_a_submitted_run_waiting_for_the_only_slot_then_zero_w
     let m = metrics(&server).await;
     assert_eq!(m.value("clusterd_runs_queued", &[]), 0.0);
 
-    let (status, out) = post(
-        &server,
-        "/v1/clusters/submit",
-        Some(&kmeans(SLOW, 40, FOREVER)),
-    )
-    .await;
-    assert_eq!(status, 202, "{out}");
-    let holder = out["run_id"].as_str().expect("run_id").to_owned();
-    metrics_when(&server, |m| {
-        m.value("clusterd_runs_in_progress", &[]) == 1.0
-    })
-    .await;
+    let holder = submit_a_run_that_computes_until_cancelled(&server).await;
 
     let (status, out) = post(&server, "/v1/clusters/submit", Some(&kmeans(SMALL, 3, 1))).await;
     assert_eq!(status, 202, "{out}");
